@@ -1,0 +1,77 @@
+"""Turning a chip file into the JPEG bytes that go into a TFRecord.
+
+Pure PIL, no TensorFlow: this runs in the serialize stage's worker processes.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from amazonia.errors import AmazoniaError
+
+# Real chips are 256x256; anything this large is a corrupt header or an attack.
+Image.MAX_IMAGE_PIXELS = 8192 * 8192
+
+
+class BadImageError(AmazoniaError):
+    """A chip cannot be decoded (corrupt, truncated, not an image)."""
+
+
+@dataclass(frozen=True)
+class PreparedChip:
+    jpeg: bytes
+    converted_from: str | None  # e.g. "PNG/RGBA"; None when the input was an RGB JPEG
+
+
+def prepare_chip(path: Path | str, size: int, quality: int = 90) -> PreparedChip:
+    """Read a chip and return RGB JPEG bytes at ``size`` x ``size``.
+
+    An RGB JPEG that already has the right size is returned byte for byte; other
+    modes (grayscale, RGBA, CMYK, palette) and formats (PNG bytes in a ``.jpg``)
+    are converted to RGB. Raises :class:`BadImageError` for unreadable files.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise BadImageError(f"cannot read: {err.strerror or err}") from None
+    return prepare_chip_bytes(data, size, quality)
+
+
+def prepare_chip_bytes(data: bytes, size: int, quality: int = 90) -> PreparedChip:
+    """:func:`prepare_chip` on bytes already in memory."""
+    if not data:
+        raise BadImageError("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            kind = f"{image.format}/{image.mode}"
+            verbatim = image.format == "JPEG" and image.mode == "RGB" and image.size == (size, size)
+            if image.format == "JPEG" and not verbatim:
+                # libjpeg scales by 1/2, 1/4, 1/8 while decoding: far cheaper than a full decode.
+                image.draft("RGB", (size, size))
+            image.load()  # a truncated or corrupt file fails here, not later in TensorFlow
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as err:
+        raise BadImageError(f"not a readable image: {err}") from None
+    if verbatim:
+        return PreparedChip(jpeg=data, converted_from=None)
+    if image.mode != "RGB":
+        # Alpha is dropped, not composited: what tf.io.decode_image(channels=3) does at serving time.
+        image = image.convert("RGB")
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    converted = None if kind == "JPEG/RGB" else kind
+    return PreparedChip(jpeg=buffer.getvalue(), converted_from=converted)

@@ -1,0 +1,93 @@
+"""``params.yaml``: its schema, defaults and validation.
+
+Every stage calls :func:`load_params` first, so an unknown key, a wrong type or an
+impossible value stops the pipeline before any output is written, with a message
+naming the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from amazonia.errors import AmazoniaError
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class ParamsError(AmazoniaError):
+    """``params.yaml`` is invalid; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DataParams(_Section):
+    source: Literal["synthetic", "kaggle"] = "synthetic"
+    kaggle_dir: str = "data/kaggle"
+    n_images: int = Field(4000, gt=0)
+    seed: int = 42
+
+
+class LabelsParams(_Section):
+    missing_weather: Literal["drop", "error"] = "drop"
+
+
+class SplitParams(_Section):
+    val: float = Field(0.1, ge=0, lt=1)
+    test: float = Field(0.1, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_data(self) -> SplitParams:
+        if self.val + self.test >= 1:
+            raise ValueError(
+                f"split.val + split.test must be < 1 (got {self.val} + {self.test}); "
+                "nothing would be left for training"
+            )
+        return self
+
+
+class SerializeParams(_Section):
+    image_size: int = Field(128, gt=0, le=4096)
+    shard_mb: float = Field(16, gt=0)
+    workers: int = Field(0, ge=0)
+    on_bad_image: Literal["skip", "error"] = "skip"
+    jpeg_quality: int = Field(90, ge=1, le=100)
+
+
+class Params(_Section):
+    data: DataParams = DataParams()
+    labels: LabelsParams = LabelsParams()
+    split: SplitParams = SplitParams()
+    serialize: SerializeParams = SerializeParams()
+
+
+def load_params(path: Path | str = PARAMS_FILE) -> Params:
+    """Read and validate ``params.yaml``; raise :class:`ParamsError` naming the bad key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found; run from the project root") from None
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ParamsError(f"{path}: " + "; ".join(_describe(e) for e in err.errors())) from None
+
+
+def _describe(error: dict) -> str:
+    key = ".".join(str(p) for p in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key (check the spelling against the README's params table)"
+    got = error.get("input")
+    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{key or '(top level)'}: {message}{shown}"

@@ -1,0 +1,25 @@
+"""What every stage script shares: logging set-up and turning user errors into one line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from amazonia.errors import AmazoniaError
+
+LOG_LEVEL_ENV = "AMAZONIA_LOG_LEVEL"
+
+
+def run_stage(main: Callable[[], None]) -> None:
+    """Run a stage's ``main``; a user error prints ``error: ...`` and exits 1, no traceback."""
+    logging.basicConfig(
+        level=os.environ.get(LOG_LEVEL_ENV, "WARNING").upper(),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    try:
+        main()
+    except AmazoniaError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)

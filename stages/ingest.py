@@ -1,0 +1,39 @@
+"""Stage ingest: chips in Kaggle's layout under data/raw.
+
+data.source = synthetic: generate data.n_images chips (seed data.seed).
+data.source = kaggle:    link an extracted Kaggle download from data.kaggle_dir.
+Either way, a contact sheet of the first chips goes to metrics/samples.png.
+"""
+
+import logging
+
+from amazonia.contact_sheet import write_contact_sheet
+from amazonia.files import atomic_dir
+from amazonia.kaggle import check_layout, first_rows, image_path, link_download
+from amazonia.params import load_params
+from amazonia.paths import RAW_DIR, SAMPLES_PNG
+from amazonia.stage import run_stage
+from amazonia.synthetic import generate_dataset
+
+SAMPLE_COUNT = 24
+
+log = logging.getLogger("ingest")
+
+
+def main() -> None:
+    data = load_params().data
+    if data.source == "kaggle":
+        check_layout(data.kaggle_dir)  # before data/raw is touched
+    with atomic_dir(RAW_DIR) as raw:
+        if data.source == "synthetic":
+            generate_dataset(raw, data.n_images, data.seed)
+        else:
+            method = link_download(data.kaggle_dir, raw)
+            log.info("linked %s into %s by %s", data.kaggle_dir, RAW_DIR, method)
+
+    chips = [(image_path(RAW_DIR, name), tags) for name, tags in first_rows(RAW_DIR, SAMPLE_COUNT)]
+    write_contact_sheet(SAMPLES_PNG, [(path, tags) for path, tags in chips if path.is_file()])
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,100 @@
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from amazonia.labels import (
+    LABELS_GROUND,
+    LABELS_WEATHER,
+    LabelError,
+    assign_split,
+    encode_tags,
+    format_vector,
+    read_tags_csv,
+)
+
+
+def write_csv(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "train_v2.csv"
+    path.write_text(text)
+    return path
+
+
+def encode_text(tmp_path: Path, text: str, **kwargs):
+    path = write_csv(tmp_path, text)
+    return encode_tags(read_tags_csv(path), val=0.1, test=0.1, source=str(path), **kwargs)
+
+
+def test_encoding_matches_the_articles_rows(reference):
+    table = read_tags_csv(reference / "train_v2_head.csv")
+    encoded = encode_tags(table, val=0.1, test=0.1).table.set_index("image_name")
+    expected = pd.read_csv(reference / "KagglePlanetMCML.csv", dtype=str).set_index("image_name")
+    assert len(encoded) == len(table) == 1001
+    for name, row in encoded.iterrows():
+        assert row["weather_labels"] == expected.loc[name, "weather_labels"], name
+        assert row["ground_labels"] == expected.loc[name, "ground_labels"], name
+
+
+def test_vocabulary_is_alphabetical_as_in_the_article():
+    assert list(LABELS_WEATHER) == sorted(LABELS_WEATHER)
+    assert list(LABELS_GROUND) == sorted(LABELS_GROUND)
+    assert format_vector([0, 0, 1, 0]) == "[0, 0, 1, 0]"
+
+
+def test_split_is_stable_when_images_are_added():
+    names = [f"train_{i}" for i in range(3000)]
+    before = {n: assign_split(n, 0.1, 0.2) for n in names}
+    more = names + [f"file_{i}" for i in range(3000)]
+    after = {n: assign_split(n, 0.1, 0.2) for n in more}
+    assert all(after[n] == before[n] for n in names)
+    shares = pd.Series(list(after.values())).value_counts(normalize=True)
+    assert shares["test"] == pytest.approx(0.2, abs=0.02)
+    assert shares["val"] == pytest.approx(0.1, abs=0.02)
+
+
+def test_missing_weather_is_dropped_and_counted(tmp_path):
+    encoded = encode_text(tmp_path, "image_name,tags\ntrain_0,clear primary\ntrain_24448,water\n")
+    assert list(encoded.table["image_name"]) == ["train_0"]
+    assert encoded.dropped == [{"image_name": "train_24448", "reason": "no weather tag"}]
+
+
+def test_missing_weather_error_names_the_row(tmp_path):
+    with pytest.raises(LabelError, match=r"row 3 \(train_24448\).*labels.missing_weather"):
+        encode_text(
+            tmp_path, "image_name,tags\ntrain_0,clear primary\ntrain_24448,water\n", missing_weather="error"
+        )
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "image_name,tags\ntrain_0,clear primary\ntrain_1,clear jungle\n",
+            r"row 3 \(train_1\): unknown tag\(s\) jungle",
+        ),
+        (
+            "image_name,tags\ntrain_0,clear haze primary\n",
+            r"row 2 \(train_0\): two weather tags \(clear, haze\)",
+        ),
+        (
+            "image_name,tags\ntrain_0,clear\ntrain_1,haze\ntrain_0,cloudy\n",
+            r"row 4: duplicate image_name 'train_0' \(first seen at row 2\)",
+        ),
+        ("image_name,labels\ntrain_0,clear\n", r"missing column\(s\) tags"),
+        ("", r"the CSV is empty"),
+        ("image_name,tags\n", r"has a header but no rows"),
+    ],
+    ids=["unknown-tag", "two-weather", "duplicate", "missing-column", "empty", "header-only"],
+)
+def test_bad_tag_files_are_rejected_naming_the_row(tmp_path, text, message):
+    with pytest.raises(LabelError, match=message) as info:
+        encode_text(tmp_path, text)
+    assert "train_v2.csv" in str(info.value)
+
+
+def test_label_map_lists_the_vocabulary():
+    from amazonia.labels import label_map
+
+    data = json.loads(json.dumps(label_map()))
+    assert data["weather"] == list(LABELS_WEATHER) and data["ground"] == list(LABELS_GROUND)

@@ -1,0 +1,50 @@
+import pytest
+import yaml
+
+from amazonia.params import ParamsError, load_params
+from tests.conftest import ROOT
+
+
+def write(tmp_path, params):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_the_projects_params_are_valid():
+    params = load_params(ROOT / "params.yaml")
+    assert params.serialize.image_size == 128
+    assert params.data.source == "synthetic"
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"serialize": {"image_sise": 64}}, r"serialize.image_sise: unknown key"),
+        ({"serialize": {"image_size": "big"}}, r"serialize.image_size: Input should be a valid integer"),
+        (
+            {"serialize": {"image_size": -5}},
+            r"serialize.image_size: Input should be greater than 0 \(got -5\)",
+        ),
+        ({"split": {"val": 0.5, "test": 0.5}}, r"split: split.val \+ split.test must be < 1"),
+        ({"data": {"source": "s3"}}, r"data.source: Input should be 'synthetic' or 'kaggle'"),
+        (
+            {"labels": {"missing_weather": "ignore"}},
+            r"labels.missing_weather: Input should be 'drop' or 'error'",
+        ),
+        ({"serialize": {"on_bad_image": "retry"}}, r"serialize.on_bad_image"),
+        ({"serialize": {"workers": -1}}, r"serialize.workers: Input should be greater than or equal to 0"),
+        ({"datum": {}}, r"datum: unknown key"),
+    ],
+)
+def test_bad_params_name_the_key(tmp_path, params, message):
+    with pytest.raises(ParamsError, match=message):
+        load_params(write(tmp_path, params))
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    (tmp_path / "params.yaml").write_text("data: [1, 2\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(tmp_path / "params.yaml")

@@ -1,0 +1,154 @@
+"""The data stages under real ``dvc repro`` in throw-away git repositories."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from amazonia.kaggle import image_path
+from amazonia.labels import SPLITS
+from amazonia.records import check_manifest
+from amazonia.synthetic import generate_dataset
+from tests.conftest import BIN, ran_stages, run, set_params, tool_env
+
+DVC = str(BIN / "dvc")
+PYTHON = str(BIN / "python")
+DATA_STAGES = {"ingest", "encode_labels", *(f"serialize@{s}" for s in SPLITS)}
+SERIALIZE = {f"serialize@{s}" for s in SPLITS}
+
+pytestmark = pytest.mark.slow
+
+
+def repro(repo, *args):
+    return ran_stages(run([DVC, "repro", *args], repo).stdout)
+
+
+def assert_records_match_labels(repo):
+    labels = pd.read_csv(repo / "data/labels/labels.csv")
+    for split in SPLITS:
+        manifest = check_manifest(repo / "data/tfrecords" / split)
+        rows = int((labels["split"] == split).sum())
+        assert manifest.examples == rows - len(manifest.skipped) > 0, split
+    assert not list((repo / "data/tfrecords").glob(".tmp-*"))
+
+
+def test_full_run_then_nothing_to_do(tiny_pipeline):
+    repo = tiny_pipeline
+    assert_records_match_labels(repo)
+    assert (repo / "metrics/samples.png").is_file()
+    assert (repo / "data/labels/label_map.json").is_file()
+    assert repro(repo) == set()
+    status = run([DVC, "status", "-q"], repo, check=False)
+    assert status.returncode == 0, status.stdout
+    dag = run([DVC, "dag", "--md"], repo).stdout
+    assert "ingest" in dag and "encode_labels" in dag and "serialize@train" in dag
+
+
+def test_changes_rerun_only_what_depends_on_them(project):
+    assert repro(project) == DATA_STAGES
+
+    set_params(project, {"serialize": {"image_size": 24}})
+    assert repro(project) == SERIALIZE
+    assert check_manifest(project / "data/tfrecords/train").image_size == 24
+
+    with (project / "amazonia/labels.py").open("a") as handle:
+        handle.write("\n# an edit to the labels module\n")
+    assert repro(project) == {"encode_labels", *SERIALIZE}
+
+    set_params(project, {"split": {"val": 0.2}})
+    assert repro(project) == {"encode_labels", *SERIALIZE}
+
+    set_params(project, {"data": {"n_images": 70}})
+    assert repro(project) == DATA_STAGES
+    assert_records_match_labels(project)
+
+
+def test_kill_during_serialize_leaves_nothing_half_written(project):
+    set_params(
+        project, {"data": {"n_images": 600}, "serialize": {"image_size": 64, "shard_mb": 0.02, "workers": 1}}
+    )
+    run([DVC, "repro", "encode_labels"], project)
+    out = project / "data/tfrecords"
+    proc = subprocess.Popen(
+        [DVC, "repro", "serialize@train"],
+        cwd=project,
+        env=tool_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while not any(out.glob(".tmp-train.*/planet-train.tfrecord-00001")):
+        assert proc.poll() is None, "serialize finished before it could be killed; make it slower"
+        assert time.monotonic() < deadline, "no shard appeared"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    assert not (out / "train").exists(), "a killed run must not leave a visible split"
+    assert repro(project) == SERIALIZE
+    assert_records_match_labels(project)
+
+
+def test_kaggle_download_is_linked_not_copied(project, tmp_path):
+    download = tmp_path / "kaggle"
+    generate_dataset(download, 30, seed=11, workers=1)
+    odd = image_path(download, "train_3")
+    Image.open(odd).convert("RGBA").resize((300, 200)).save(odd, format="PNG")  # PNG bytes in a .jpg
+    set_params(project, {"data": {"source": "kaggle", "kaggle_dir": str(download)}})
+
+    # The stage itself links (DVC then caches data/raw like any output: see the README).
+    run([PYTHON, "-m", "stages.ingest"], project)
+    raw = image_path(project / "data/raw", "train_0")
+    assert raw.stat().st_ino == image_path(download, "train_0").stat().st_ino, "expected a hard link"
+
+    assert repro(project) == DATA_STAGES
+    assert_records_match_labels(project)
+    converted = [c for s in SPLITS for c in check_manifest(project / "data/tfrecords" / s).converted]
+    assert converted == [{"image_name": "train_3", "from": "PNG/RGBA"}]
+
+
+def test_kaggle_source_without_a_download_stops_before_writing(project):
+    set_params(project, {"data": {"source": "kaggle", "kaggle_dir": "nowhere"}})
+    result = run([DVC, "repro"], project, check=False)
+    assert result.returncode != 0
+    assert "nowhere: no such folder (data.kaggle_dir)" in result.stderr
+    assert not (project / "data/raw").exists()
+
+
+def test_bad_params_stop_the_first_stage_naming_the_key(project):
+    set_params(project, {"serialize": {"image_size": -1}})
+    result = run([DVC, "repro"], project, check=False)
+    assert result.returncode != 0
+    assert "serialize.image_size: Input should be greater than 0 (got -1)" in result.stderr
+    assert not (project / "data/raw").exists()
+
+
+def test_listed_chip_without_a_file_stops_encode_labels(tiny_pipeline, tmp_path):
+    repo = tmp_path / "repo"
+    subprocess.run(["cp", "-a", str(tiny_pipeline), str(repo)], check=True)
+    image_path(repo / "data/raw", "train_5").unlink()
+    (repo / "data/labels/labels.csv").unlink()
+    result = run([PYTHON, "-m", "stages.encode_labels"], repo, check=False)
+    assert result.returncode == 1
+    assert "1 listed image(s) have no file: data/raw/train-jpg/train_5.jpg" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (repo / "data/labels/labels.csv").exists()
+
+
+def test_bad_tags_stop_encode_labels_naming_the_row(tiny_pipeline, tmp_path):
+    repo = tmp_path / "repo"
+    subprocess.run(["cp", "-a", str(tiny_pipeline), str(repo)], check=True)
+    csv = repo / "data/raw/train_v2.csv"
+    lines = csv.read_text().splitlines()
+    lines[4] = lines[4].split(",")[0] + ",clear primary volcano"
+    csv.write_text("\n".join(lines) + "\n")
+    before = (repo / "data/labels/labels.csv").read_bytes()
+    result = run([PYTHON, "-m", "stages.encode_labels"], repo, check=False)
+    assert result.returncode == 1
+    assert "data/raw/train_v2.csv, row 5 (train_3): unknown tag(s) volcano" in result.stderr
+    assert (repo / "data/labels/labels.csv").read_bytes() == before

@@ -1,0 +1,170 @@
+"""write_split + the Example schema + manifest checks, on real chips and real TFRecords."""
+
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from amazonia.images import BadImageError
+from amazonia.kaggle import image_path
+from amazonia.labels import LABELS_GROUND, LABELS_WEATHER, encode_tags, read_tags_csv
+from amazonia.records import (
+    FEATURE_GROUND,
+    FEATURE_IMAGE,
+    FEATURE_NAME,
+    FEATURE_WEATHER,
+    MANIFEST_FILE,
+    RecordsError,
+    check_manifest,
+    feature_spec,
+)
+from amazonia.synthetic import generate_dataset
+from amazonia.writer import write_split
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+    root = tmp_path_factory.mktemp("raw")
+    generate_dataset(root, 40, seed=3, workers=1)
+    return root
+
+
+def labelled(raw):
+    return encode_tags(read_tags_csv(raw / "train_v2.csv"), val=0.0, test=0.0).table
+
+
+def corrupt_some(raw, tmp_path):
+    """A copy of ``raw`` with one chip of each awkward kind."""
+    root = tmp_path / "raw"
+    shutil.copytree(raw, root)
+
+    def save(name, mode, fmt):
+        image = Image.open(image_path(raw, name)).convert(mode)
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt)
+        image_path(root, name).write_bytes(buffer.getvalue())
+
+    save("train_1", "L", "JPEG")
+    save("train_2", "RGBA", "PNG")
+    save("train_3", "CMYK", "JPEG")
+    data = image_path(raw, "train_4").read_bytes()
+    image_path(root, "train_4").write_bytes(data[: len(data) // 3])
+    image_path(root, "train_5").write_bytes(b"\x00" * 100)
+    return root
+
+
+def read_records(directory, manifest):
+    files = [str(directory / s.file) for s in manifest.shards]
+    records = tf.data.TFRecordDataset(files).map(lambda r: tf.io.parse_single_example(r, feature_spec()))
+    return list(records.as_numpy_iterator())
+
+
+def test_shards_and_manifest_agree(raw, tmp_path):
+    rows = labelled(raw)
+    out = tmp_path / "train"
+    manifest = write_split(rows, raw, out, split="train", image_size=32, shard_mb=0.01, workers=2)
+    assert manifest.examples == len(rows) == 40
+    total = len(manifest.shards)
+    assert total > 1
+    assert [s.file for s in manifest.shards] == [
+        f"planet-train.tfrecord-{i:05d}-of-{total:05d}" for i in range(total)
+    ]
+    assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST_FILE, *manifest.files])
+    assert sum(s.examples for s in manifest.shards) == manifest.examples
+    assert check_manifest(out, image_size=32).examples == 40
+
+    records = read_records(out, manifest)
+    assert [r[FEATURE_NAME].decode() for r in records] == list(rows["image_name"])
+    first = records[0]
+    assert tf.io.decode_jpeg(first[FEATURE_IMAGE]).shape == (32, 32, 3)
+    assert first[FEATURE_WEATHER].shape == (len(LABELS_WEATHER),) and first[FEATURE_WEATHER].sum() == 1
+    assert first[FEATURE_GROUND].shape == (len(LABELS_GROUND),)
+    assert json.loads(rows.iloc[0]["weather_labels"]) == list(first[FEATURE_WEATHER])
+    weather_counts = np.sum([r[FEATURE_WEATHER] for r in records], axis=0)
+    assert [manifest.label_counts[t] for t in LABELS_WEATHER] == list(weather_counts)
+
+
+def test_original_bytes_are_kept_when_no_resize_is_needed(raw, tmp_path):
+    rows = labelled(raw).head(3)
+    manifest = write_split(rows, raw, tmp_path / "val", split="val", image_size=256, shard_mb=16, workers=1)
+    records = read_records(tmp_path / "val", manifest)
+    assert records[0][FEATURE_IMAGE] == image_path(raw, rows.iloc[0]["image_name"]).read_bytes()
+
+
+def test_bad_chips_are_converted_or_skipped_and_listed(raw, tmp_path):
+    root = corrupt_some(raw, tmp_path)
+    rows = labelled(root)
+    out = tmp_path / "train"
+    manifest = write_split(rows, root, out, split="train", image_size=32, shard_mb=16, workers=2)
+    assert {s["image_name"] for s in manifest.skipped} == {"train_4", "train_5"}
+    assert all("not a readable image" in s["reason"] for s in manifest.skipped)
+    assert {c["image_name"]: c["from"] for c in manifest.converted} == {
+        "train_1": "JPEG/L",
+        "train_2": "PNG/RGBA",
+        "train_3": "JPEG/CMYK",
+    }
+    assert manifest.examples == len(rows) - 2
+    names = {r[FEATURE_NAME].decode() for r in read_records(out, manifest)}
+    assert "train_4" not in names and "train_2" in names
+
+
+def test_bad_chip_with_error_policy_stops_before_any_output(raw, tmp_path):
+    root = corrupt_some(raw, tmp_path)
+    out = tmp_path / "train"
+    with pytest.raises(
+        BadImageError, match=r"train_4\.jpg: not a readable image.*serialize.on_bad_image: skip"
+    ):
+        write_split(
+            labelled(root),
+            root,
+            out,
+            split="train",
+            image_size=32,
+            shard_mb=16,
+            workers=2,
+            on_bad_image="error",
+        )
+    assert not out.exists()
+    assert list(tmp_path.glob(".tmp-*")) == []
+
+
+@pytest.fixture
+def written(raw, tmp_path):
+    out = tmp_path / "test"
+    write_split(labelled(raw), raw, out, split="test", image_size=32, shard_mb=0.01, workers=1)
+    return out
+
+
+def test_half_written_shard_is_refused(written):
+    shard = sorted(written.glob("planet-test.tfrecord-*"))[0]
+    shard.write_bytes(shard.read_bytes()[:-10])
+    with pytest.raises(RecordsError, match=r"bytes, the manifest says .*half-written"):
+        check_manifest(written)
+
+
+def test_altered_shard_is_refused(written):
+    shard = sorted(written.glob("planet-test.tfrecord-*"))[0]
+    data = bytearray(shard.read_bytes())
+    data[100] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(RecordsError, match="SHA-256 differs"):
+        check_manifest(written)
+
+
+def test_missing_stray_and_size_mismatch_are_refused(written):
+    with pytest.raises(RecordsError, match=r"records hold 32px images but the model expects 128px"):
+        check_manifest(written, image_size=128)
+    (written / "planet-test.tfrecord-00099-of-00100").write_bytes(b"")
+    with pytest.raises(RecordsError, match="shard files not in the manifest"):
+        check_manifest(written)
+    (written / "planet-test.tfrecord-00099-of-00100").unlink()
+    sorted(written.glob("planet-test.tfrecord-*"))[-1].unlink()
+    with pytest.raises(RecordsError, match="listed in the manifest but missing"):
+        check_manifest(written)
+    (written / MANIFEST_FILE).unlink()
+    with pytest.raises(RecordsError, match="manifest.json: missing"):
+        check_manifest(written)
