@@ -59,11 +59,29 @@ class SerializeParams(_Section):
     jpeg_quality: int = Field(90, ge=1, le=100)
 
 
+class TrainParams(_Section):
+    epochs: int = Field(10, gt=0)
+    batch_size: int = Field(32, gt=0)
+    learning_rate: float = Field(0.001, gt=0)
+    seed: int = 42
+    filters: int = Field(32, gt=0)
+    dense_units: int = Field(128, gt=0)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    cache: bool = True
+
+
+class ExportParams(_Section):
+    model_name: str = Field("PlanetModel", pattern=r"^[A-Za-z0-9_.-]+$")
+    version: int = Field(1, gt=0)
+
+
 class Params(_Section):
     data: DataParams = DataParams()
     labels: LabelsParams = LabelsParams()
     split: SplitParams = SplitParams()
     serialize: SerializeParams = SerializeParams()
+    train: TrainParams = TrainParams()
+    export: ExportParams = ExportParams()
 
 
 def load_params(path: Path | str = PARAMS_FILE) -> Params:

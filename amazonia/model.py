@@ -1,0 +1,48 @@
+"""The original article's two-headed CNN, in Keras 3."""
+
+from __future__ import annotations
+
+import keras
+
+from amazonia.dataset import INPUT_NAME
+from amazonia.labels import LABELS_GROUND, LABELS_WEATHER
+
+OUTPUT_WEATHER = "weather"
+OUTPUT_GROUND = "ground"
+
+
+def build_model(
+    image_size: int,
+    filters: int = 32,
+    dense_units: int = 128,
+    dropout: float = 0.2,
+    conv_blocks: int = 2,
+    dense_blocks: int = 2,
+) -> keras.Model:
+    """Conv2D(3x3, same, relu) + MaxPool, twice; Flatten; Dense + Dropout, twice;
+    a softmax ``weather`` head and a sigmoid ``ground`` head. Inputs in [0, 1]."""
+    inputs = keras.Input(shape=(image_size, image_size, 3), name=INPUT_NAME)
+    x = inputs
+    for _ in range(conv_blocks):
+        x = keras.layers.Conv2D(filters, (3, 3), padding="same", activation="relu")(x)
+        x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Flatten()(x)
+    for _ in range(dense_blocks):
+        x = keras.layers.Dense(dense_units, activation="relu")(x)
+        x = keras.layers.Dropout(dropout)(x)
+    weather = keras.layers.Dense(len(LABELS_WEATHER), activation="softmax", name=OUTPUT_WEATHER)(x)
+    ground = keras.layers.Dense(len(LABELS_GROUND), activation="sigmoid", name=OUTPUT_GROUND)(x)
+    return keras.Model(inputs, {OUTPUT_WEATHER: weather, OUTPUT_GROUND: ground}, name="planet_cnn")
+
+
+def compile_model(model: keras.Model, learning_rate: float) -> keras.Model:
+    """Adam; losses by output name; weather accuracy and ground F2 as metrics."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss={OUTPUT_WEATHER: "categorical_crossentropy", OUTPUT_GROUND: "binary_crossentropy"},
+        metrics={
+            OUTPUT_WEATHER: [keras.metrics.CategoricalAccuracy(name="accuracy")],
+            OUTPUT_GROUND: [keras.metrics.FBetaScore(beta=2.0, threshold=0.5, average="micro", name="f2")],
+        },
+    )
+    return model

@@ -1,0 +1,33 @@
+"""Stage export: models/model.keras -> models/<export.model_name>/<export.version>/.
+
+A SavedModel in TF Serving's layout with two signatures (float chips, and encoded
+image bytes), the label vocabulary and the tuned ground thresholds beside it in
+assets.extra/. The smoke_check stage then exercises it before anyone serves it.
+"""
+
+from amazonia.errors import AmazoniaError
+from amazonia.export import export_saved_model, load_trained_model, read_thresholds
+from amazonia.labels import read_label_map
+from amazonia.params import load_params
+from amazonia.paths import LABEL_MAP_JSON, MODEL_KERAS, THRESHOLDS_JSON, export_dir
+from amazonia.stage import run_stage
+
+
+def main() -> None:
+    params = load_params()
+    model = load_trained_model(MODEL_KERAS)
+    thresholds = read_thresholds(THRESHOLDS_JSON)
+    if not LABEL_MAP_JSON.is_file():
+        raise AmazoniaError(f"{LABEL_MAP_JSON}: not found; run 'dvc repro encode_labels' first")
+    label_map = read_label_map(LABEL_MAP_JSON)
+    export_saved_model(
+        model,
+        export_dir(params.export.model_name, params.export.version),
+        image_size=params.serialize.image_size,
+        label_map=label_map,
+        thresholds=thresholds,
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,241 @@
+"""The export and smoke_check stages on real TensorFlow: an untrained model exported
+from a tiny project folder, its SavedModel read back, run, and broken on purpose."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import yaml
+from PIL import Image
+
+from amazonia.dataset import INPUT_NAME
+from amazonia.export import (
+    ASSETS_EXTRA,
+    INPUT_BYTES,
+    SIGNATURE_BYTES,
+    SIGNATURE_FLOAT,
+    SIGNATURES,
+    ExportError,
+    export_saved_model,
+    load_assets,
+)
+from amazonia.files import write_json_atomic
+from amazonia.kaggle import TAGS_CSV, image_path
+from amazonia.labels import LABELS_GROUND, encode_tags, label_map, read_tags_csv
+from amazonia.model import build_model
+from amazonia.paths import LABEL_MAP_JSON, MODEL_KERAS, RECORDS_DIR, SMOKE_JSON, THRESHOLDS_JSON, export_dir
+from amazonia.smoke import SmokeCheckError, describe_saved_model, run_smoke_check
+from amazonia.stage import run_stage
+from amazonia.synthetic import generate_dataset
+from amazonia.writer import write_split
+from stages import export as export_stage
+from stages import smoke_check as smoke_stage
+
+SIZE = 32
+MODEL_NAME, VERSION = "PlanetModel", 1
+THRESHOLDS = {"ground": dict.fromkeys(LABELS_GROUND, 0.5)}
+OUTPUTS = {
+    "ground": {"dtype": "float32", "shape": [-1, 13]},
+    "weather": {"dtype": "float32", "shape": [-1, 4]},
+}
+
+
+def small_model(image_size: int) -> keras.Model:
+    """The project's architecture, narrow: untrained weights export just as well."""
+    return build_model(image_size, filters=8, dense_units=16)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What the export and smoke_check stages read (params, model, thresholds, label
+    map, test records of 32 px chips), after one run of the export stage."""
+    root = tmp_path_factory.mktemp("export") / "repo"
+    raw = root / "data" / "raw"
+    generate_dataset(raw, 20, seed=1, workers=1)
+    rows = encode_tags(read_tags_csv(raw / TAGS_CSV), val=0.0, test=0.0).table
+    write_split(rows, raw, root / RECORDS_DIR / "test", split="test", image_size=SIZE, shard_mb=1, workers=1)
+    params = {"serialize": {"image_size": SIZE}, "export": {"model_name": MODEL_NAME, "version": VERSION}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    (root / MODEL_KERAS).parent.mkdir(parents=True)
+    small_model(SIZE).save(root / MODEL_KERAS)
+    write_json_atomic(root / LABEL_MAP_JSON, label_map())
+    write_json_atomic(root / THRESHOLDS_JSON, THRESHOLDS)
+    with contextlib.chdir(root):
+        export_stage.main()
+    return root
+
+
+@pytest.fixture(scope="module")
+def exported(project: Path) -> Path:
+    return project / export_dir(MODEL_NAME, VERSION)
+
+
+@pytest.fixture(scope="module")
+def loaded(exported: Path):
+    return tf.saved_model.load(str(exported))
+
+
+def test_export_has_both_signatures_with_the_contracts_names_dtypes_and_shapes(exported: Path):
+    serve = describe_saved_model(exported)["serve"]
+
+    assert serve[SIGNATURE_FLOAT]["inputs"] == {
+        INPUT_NAME: {"dtype": "float32", "shape": [-1, SIZE, SIZE, 3]}
+    }
+    assert serve[SIGNATURE_BYTES]["inputs"] == {INPUT_BYTES: {"dtype": "string", "shape": [-1]}}
+    for name, contract in SIGNATURES.items():
+        assert serve[name]["outputs"] == OUTPUTS
+        assert {k: serve[name][k] for k in ("inputs", "outputs")} == contract.describe(SIZE)
+    assert sorted(serve) == ["serving_bytes", "serving_default"]
+
+    shown = subprocess.run(
+        [str(Path(sys.executable).parent / "saved_model_cli"), "show", "--dir", str(exported), "--all"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for expected in (
+        "signature_def['serving_default']",
+        "signature_def['serving_bytes']",
+        "inputs['input_image']",
+        "inputs['image_bytes']",
+        "outputs['weather']",
+        "outputs['ground']",
+    ):
+        assert expected in shown
+
+
+def test_label_map_and_thresholds_travel_in_assets_extra(exported: Path):
+    assert sorted(p.name for p in (exported / ASSETS_EXTRA).iterdir()) == [
+        "label_map.json",
+        "thresholds.json",
+    ]
+    assert load_assets(exported) == (label_map(), THRESHOLDS)
+    # Written atomically: no temporary folder is left beside the version folder.
+    assert [p.name for p in exported.parent.iterdir()] == [str(VERSION)]
+
+
+def test_serving_bytes_decodes_png_and_resizes_a_large_jpeg(project: Path, exported: Path, loaded):
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+    rgba = np.dstack([small, rng.integers(0, 256, (SIZE, SIZE), dtype=np.uint8)])
+    big_jpeg = image_path(project / "data" / "raw", "train_0").read_bytes()
+    big = tf.io.decode_jpeg(big_jpeg, channels=3)
+    assert big.shape == (256, 256, 3)
+
+    outputs = loaded.signatures[SIGNATURE_BYTES](image_bytes=tf.constant([png(small), png(rgba), big_jpeg]))
+
+    assert outputs["weather"].shape == (3, 4) and outputs["ground"].shape == (3, 13)
+    np.testing.assert_allclose(outputs["weather"].numpy().sum(axis=1), 1, atol=1e-5)
+    assert 0 <= outputs["ground"].numpy().min() and outputs["ground"].numpy().max() <= 1
+    # The same pixels through the float signature: an S x S image is not resized and
+    # alpha is dropped; the 256 px chip is shrunk with antialiasing.
+    resized = tf.image.resize(tf.cast(big, tf.float32) / 255.0, (SIZE, SIZE), antialias=True)
+    floats = np.stack([small / 255.0, small / 255.0, resized.numpy()]).astype(np.float32)
+    expected = loaded.signatures[SIGNATURE_FLOAT](input_image=tf.constant(floats))
+    for name in ("weather", "ground"):
+        np.testing.assert_allclose(outputs[name].numpy(), expected[name].numpy(), atol=1e-5)
+
+
+def test_smoke_check_passes_on_a_good_export(project: Path):
+    with contextlib.chdir(project):
+        smoke_stage.main()
+    report = json.loads((project / SMOKE_JSON).read_text())
+
+    assert report["passed"] is True, [c for c in report["checks"] if not c["passed"]]
+    assert report["model"] == str(export_dir(MODEL_NAME, VERSION))
+    names = {c["name"] for c in report["checks"]}
+    assert {
+        "files",
+        "signature serving_default outputs",
+        "saved model vs keras",
+        "saved_model_cli run",
+    } <= names
+    assert set(report["max_abs_diff"]) == {"saved_model_vs_keras", "bytes_vs_float", "cli_vs_python"}
+    assert max(report["max_abs_diff"].values()) <= 1e-5
+    assert sorted(report["signatures"]["serve"]) == ["serving_bytes", "serving_default"]
+
+
+def test_smoke_check_fails_without_variables_and_still_writes_its_report(
+    project: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+):
+    repo = shutil.copytree(project, tmp_path / "repo")
+    shutil.rmtree(repo / export_dir(MODEL_NAME, VERSION) / "variables")
+
+    with contextlib.chdir(repo), pytest.raises(SystemExit) as exited:
+        run_stage(smoke_stage.main)
+
+    assert exited.value.code == 1
+    error = capsys.readouterr().err
+    assert error.startswith(
+        "error: smoke check of models/PlanetModel/1: check 'files' failed: missing variables/"
+    )
+    assert "check 'load' failed:" in error and "Traceback" not in error
+    report = json.loads((repo / SMOKE_JSON).read_text())
+    assert report["passed"] is False
+    status = {c["name"]: c["passed"] for c in report["checks"]}
+    assert not status["files"] and not status["load"] and not status["saved_model_cli run"]
+    assert status["signature serving_default outputs"]  # saved_model.pb alone still shows the signatures
+
+
+def test_smoke_check_names_a_wrong_output(project: Path, tmp_path: Path):
+    inputs = keras.Input((SIZE, SIZE, 3), name=INPUT_NAME)
+    features = keras.layers.GlobalAveragePooling2D()(inputs)
+    outputs = {
+        "weathr": keras.layers.Dense(4, activation="softmax", name="weathr")(features),
+        "ground": keras.layers.Dense(13, activation="sigmoid", name="ground")(features),
+    }
+    model = keras.Model(inputs, outputs)
+    model.save(tmp_path / "typo.keras")
+    export_saved_model(model, tmp_path / "typo" / "1", SIZE, label_map(), THRESHOLDS)
+
+    report = run_smoke_check(
+        tmp_path / "typo" / "1", tmp_path / "typo.keras", project / RECORDS_DIR / "test", SIZE
+    )
+
+    expected = (
+        "check 'signature serving_default outputs' failed: "
+        "expected outputs ground, weather; found ground, weathr"
+    )
+    with pytest.raises(SmokeCheckError, match=re.escape(expected)):
+        report.raise_if_failed()
+
+
+def test_smoke_check_names_a_wrong_input_shape(project: Path, tmp_path: Path):
+    export_saved_model(small_model(24), tmp_path / "24px" / "1", 24, label_map(), THRESHOLDS)
+
+    report = run_smoke_check(
+        tmp_path / "24px" / "1", project / MODEL_KERAS, project / RECORDS_DIR / "test", SIZE
+    )
+
+    expected = (
+        "check 'signature serving_default inputs' failed: "
+        "input input_image: expected float32 (-1, 32, 32, 3), found float32 (-1, 24, 24, 3)"
+    )
+    with pytest.raises(SmokeCheckError, match=re.escape(expected)):
+        report.raise_if_failed()
+
+
+def test_export_refuses_a_model_of_another_size_or_incomplete_thresholds(tmp_path: Path):
+    with pytest.raises(ExportError, match="serialize.image_size is 32"):
+        export_saved_model(small_model(24), tmp_path / "m" / "1", SIZE, label_map(), THRESHOLDS)
+    partial = {"ground": {t: 0.5 for t in LABELS_GROUND if t != "water"}}
+    with pytest.raises(ExportError, match="missing: water"):
+        export_saved_model(small_model(SIZE), tmp_path / "m" / "1", SIZE, label_map(), partial)
+    assert not (tmp_path / "m").exists()
+
+
+def png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
