@@ -75,3 +75,13 @@ def prepare_chip_bytes(data: bytes, size: int, quality: int = 90) -> PreparedChi
     image.save(buffer, format="JPEG", quality=quality)
     converted = None if kind == "JPEG/RGB" else kind
     return PreparedChip(jpeg=buffer.getvalue(), converted_from=converted)
+
+
+def prepare_chip_job(job: tuple[str, int, int]) -> tuple[PreparedChip | None, str | None]:
+    """:func:`prepare_chip` for a process pool: ``(path, size, quality)`` in,
+    ``(chip, None)`` or ``(None, reason)`` out, never an exception."""
+    path, size, quality = job
+    try:
+        return prepare_chip(path, size, quality), None
+    except BadImageError as err:
+        return None, str(err)

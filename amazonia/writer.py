@@ -18,7 +18,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from amazonia.files import atomic_dir
-from amazonia.images import BadImageError, PreparedChip, prepare_chip
+from amazonia.images import BadImageError, PreparedChip, prepare_chip_job
 from amazonia.kaggle import image_path
 from amazonia.labels import LABELS_GROUND, LABELS_WEATHER, parse_vector, vectors_to_tags
 from amazonia.records import Manifest, ShardWriter, make_example
@@ -84,19 +84,12 @@ def write_split(
     return manifest
 
 
-def _prepare_one(job: tuple[str, int, int]) -> tuple[PreparedChip | None, str | None]:
-    path, size, quality = job
-    try:
-        return prepare_chip(path, size, quality), None
-    except BadImageError as err:
-        return None, str(err)
-
-
 def _prepare_all(jobs: list, workers: int) -> Iterator[tuple[PreparedChip | None, str | None]]:
     workers = workers or os.cpu_count() or 1
     if workers == 1 or len(jobs) < 64:
-        yield from map(_prepare_one, jobs)
+        yield from map(prepare_chip_job, jobs)
         return
-    # spawn, not fork: the parent has TensorFlow loaded, which is not fork-safe.
+    # spawn, not fork: the parent may have TensorFlow loaded, which is not fork-safe.
+    # Workers import only amazonia.images (PIL); results come back in labels.csv order.
     with mp.get_context("spawn").Pool(workers) as pool:
-        yield from pool.imap(_prepare_one, jobs, chunksize=64)
+        yield from pool.imap(prepare_chip_job, jobs, chunksize=128)

@@ -1,0 +1,1 @@
+"""Benchmarks of the pipeline against the original article's approach (``make bench``)."""

@@ -1,0 +1,60 @@
+"""``python -m bench [NAME ...]``: run the benchmarks and print their markdown reports.
+
+Sizes come from ``BENCH_N``, ``BENCH_MEM_N``, ``BENCH_SEED``, ``BENCH_REPEATS`` or the
+options below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import logging
+import sys
+
+# Every benchmark, in the order they run. Each is a module bench/<name>.py with
+# ``run(settings: bench.common.Settings) -> str`` returning its markdown report.
+BENCHMARKS: tuple[str, ...] = (
+    "serialize",
+    "input_pipeline",
+    "serving",
+)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("names", nargs="*", metavar="NAME", help=f"of {', '.join(BENCHMARKS)} (default: all)")
+    parser.add_argument("--n", type=int, help="chips for throughput and size (BENCH_N, default 2000)")
+    parser.add_argument(
+        "--mem-n", type=int, help="chips of the smaller peak-memory run, the larger 4x (BENCH_MEM_N, 1000)"
+    )
+    parser.add_argument("--seed", type=int, help="synthetic chip seed (BENCH_SEED, default 0)")
+    parser.add_argument("--repeats", type=int, help="timed runs per method, median kept (BENCH_REPEATS, 3)")
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    for option in ("n", "mem_n", "seed", "repeats"):
+        value = getattr(args, option)
+        if value is not None and value < (0 if option == "seed" else 1):
+            parser.error(f"--{option.replace('_', '-')} {value}: too small")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # Imported only now: the modules pull in pandas and TensorFlow.
+    from bench.common import Settings, machine_description
+
+    given = {"n": args.n, "mem_n": args.mem_n, "seed": args.seed, "repeats": args.repeats}
+    overrides = {k: v for k, v in given.items() if v is not None}
+    settings = dataclasses.replace(Settings.from_env(), **overrides)
+    print(f"# Benchmarks\n\nMachine: {machine_description()}\n", flush=True)
+    for name in args.names or BENCHMARKS:
+        module = importlib.import_module(f"bench.{name}")
+        print(module.run(settings) + "\n", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""Child-process entry of the peak-memory benchmark: ``write_split`` on the first N chips.
+
+``python -m bench.run_write_split RAW_DIR OUT_DIR --n N`` runs nothing but the
+serializer, so the sampled process tree holds it and its pool workers alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("raw_dir", type=Path, help="a folder in Kaggle's layout")
+    parser.add_argument("out_dir", type=Path, help="the split folder to write")
+    parser.add_argument("--n", type=int, required=True, help="serialize the first N chips")
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--shard-mb", type=float, default=16)
+    parser.add_argument("--quality", type=int, default=90)
+    args = parser.parse_args(argv)
+
+    # Imported here, not at the top: spawned pool workers import this module too.
+    from amazonia.writer import write_split
+    from bench.common import all_rows
+
+    rows = all_rows(args.raw_dir).iloc[: args.n].reset_index(drop=True)
+    manifest = write_split(
+        rows,
+        args.raw_dir,
+        args.out_dir,
+        split="train",
+        image_size=args.size,
+        shard_mb=args.shard_mb,
+        workers=0,
+        jpeg_quality=args.quality,
+    )
+    if manifest.examples != args.n:
+        raise SystemExit(f"wrote {manifest.examples} of {args.n} examples; skipped: {manifest.skipped}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,294 @@
+"""Serialization: the original article's TFRecord writer against :func:`amazonia.writer.write_split`.
+
+Both write the same synthetic chips at the same image size, in the same run, from a
+warm page cache. The article's method is reimplemented here as it was published:
+one process, Keras' ``load_img``/``img_to_array``, pixels stored as raw float32
+bytes. Ours re-encodes JPEGs in a process pool into sharded TFRecords.
+
+Peak memory of ours is measured in child processes (``bench.run_write_split``) at
+two dataset sizes: it should stay flat, since records are streamed to disk.
+
+Run alone with ``python -m bench.serialize``; ``python -m bench`` runs it with the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from bench.common import (
+    WORK_DIR,
+    ChipSet,
+    Settings,
+    chip_set,
+    cpu_busy_percent,
+    machine_description,
+    markdown_table,
+    run_measured,
+    save_results,
+    timer,
+    warm_file_cache,
+)
+
+if TYPE_CHECKING:
+    from amazonia.records import Manifest
+
+log = logging.getLogger(__name__)
+
+IMAGE_SIZE = 128  # S: the article's and our training resolution
+SHARD_MB = 16
+JPEG_QUALITY = 90
+MEMORY_SCALE = 4  # the peak-memory runs use mem_n and MEMORY_SCALE * mem_n chips
+GOAL_SPEEDUP = 4.0
+GOAL_SIZE_RATIO = 0.1
+GOAL_MEMORY_RATIO = 1.25  # "flat": 4x the chips may cost at most 25% more peak memory
+BUSY_WARN_PERCENT = 10.0  # CPU use by others above which the report flags its numbers
+SCRATCH = WORK_DIR / "serialize"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- the two methods ------------------------------------------------------------------------
+
+
+def article_serialize(rows: pd.DataFrame, raw_dir: Path, out_file: Path, size: int) -> int:
+    """The article's writer: float32 pixels in [0, 1] as raw bytes, one file; returns examples."""
+    import tensorflow as tf
+    from keras.utils import img_to_array, load_img
+
+    from amazonia.kaggle import image_path
+    from amazonia.labels import LABELS_GROUND, LABELS_WEATHER, parse_vector
+
+    def _bytes(value: bytes) -> tf.train.Feature:
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+    def _ints(values: list[int]) -> tf.train.Feature:
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+    written = 0
+    with tf.io.TFRecordWriter(str(out_file)) as writer:
+        columns = (rows["image_name"], rows["weather_labels"], rows["ground_labels"])
+        for name, weather, ground in zip(*columns, strict=True):
+            image = img_to_array(load_img(image_path(raw_dir, name), target_size=(size, size))) / 255.0
+            feature = {
+                "image": _bytes(image.tobytes()),
+                "weather_labels": _ints(parse_vector(weather, len(LABELS_WEATHER))),
+                "ground_labels": _ints(parse_vector(ground, len(LABELS_GROUND))),
+                "image_name": _bytes(name.encode("utf-8")),
+            }
+            example = tf.train.Example(features=tf.train.Features(feature=feature))
+            writer.write(example.SerializeToString())
+            written += 1
+    return written
+
+
+def our_serialize(rows: pd.DataFrame, raw_dir: Path, out_dir: Path, size: int) -> Manifest:
+    """The pipeline's writer with the serialize stage's settings, all cores; returns its Manifest."""
+    from amazonia.writer import write_split
+
+    return write_split(
+        rows,
+        raw_dir,
+        out_dir,
+        split="train",
+        image_size=size,
+        shard_mb=SHARD_MB,
+        workers=0,
+        jpeg_quality=JPEG_QUALITY,
+    )
+
+
+# --- measurements ---------------------------------------------------------------------------
+
+
+def _settle_disk() -> None:
+    """Flush pending writes (rendered chips, the previous method's output) so that no
+    background writeback competes with the next timed run."""
+    os.sync()
+
+
+def measure_article(chips: ChipSet, rows: pd.DataFrame, size: int) -> dict:
+    """One timed run of the article's method: seconds and output bytes."""
+    out_file = SCRATCH / "article.tfrecord"
+    _settle_disk()
+    with timer() as took:
+        written = article_serialize(rows, chips.root, out_file, size)
+    file_bytes = out_file.stat().st_size
+    out_file.unlink()  # ~190 KiB a chip: not worth keeping
+    if written != len(rows):
+        raise RuntimeError(f"article method wrote {written} of {len(rows)} examples")
+    return {"seconds": took.seconds, "bytes": file_bytes}
+
+
+def measure_ours(chips: ChipSet, rows: pd.DataFrame, size: int) -> dict:
+    """One timed run of ``write_split`` (wall time, pool start-up included): seconds and shard bytes."""
+    out_dir = SCRATCH / "ours"
+    _settle_disk()
+    with timer() as took:
+        manifest = our_serialize(rows, chips.root, out_dir, size)
+    shutil.rmtree(out_dir)
+    if manifest.examples != len(rows) or manifest.skipped:
+        raise RuntimeError(f"write_split wrote {manifest.examples} of {len(rows)}: {manifest.skipped}")
+    return {
+        "seconds": took.seconds,
+        "bytes": sum(s.bytes for s in manifest.shards),
+        "shards": len(manifest.shards),
+    }
+
+
+def _summary(method: str, images: int, runs: list[dict]) -> dict:
+    """Median time over the runs; the output is identical each run, so its size is the first's."""
+    seconds = statistics.median(r["seconds"] for r in runs)
+    return {
+        "method": method,
+        "images": images,
+        "seconds_median": seconds,
+        "seconds_all": [round(r["seconds"], 3) for r in runs],
+        "images_per_s": images / seconds,
+        "bytes_total": runs[0]["bytes"],
+        "bytes_per_image": runs[0]["bytes"] / images,
+    }
+
+
+def measure_throughput(chips: ChipSet, n: int, repeats: int, size: int = IMAGE_SIZE) -> dict:
+    """Both methods on the first ``n`` chips, in this process, TensorFlow already loaded."""
+    import tensorflow  # noqa: F401  (import cost belongs to neither method)
+
+    rows = chips.head(n)
+    warmed = warm_file_cache(chips.paths(rows))
+    log.info("page cache warmed: %d chips, %.1f MiB", n, warmed / 2**20)
+    if SCRATCH.exists():
+        shutil.rmtree(SCRATCH)  # leftovers of an interrupted run
+    SCRATCH.mkdir(parents=True)
+    busy = cpu_busy_percent()
+    if busy > BUSY_WARN_PERCENT:
+        log.warning("%.0f%% CPU in use by other processes before timing: numbers will be low", busy)
+    ours_runs, article_runs = [], []
+    for _ in range(repeats):
+        # Interleaved, so that changing load on a shared machine hits both methods alike.
+        ours_runs.append(measure_ours(chips, rows, size))
+        article_runs.append(measure_article(chips, rows, size))
+        log.info("ours %.2f s, article %.2f s", ours_runs[-1]["seconds"], article_runs[-1]["seconds"])
+    ours = _summary("ours (write_split, JPEG shards)", n, ours_runs)
+    ours["shards"] = ours_runs[0]["shards"]
+    article = _summary("article (float32, 1 process)", n, article_runs)
+    speedup = ours["images_per_s"] / article["images_per_s"]
+    size_ratio = ours["bytes_per_image"] / article["bytes_per_image"]
+    return {
+        "image_size": size,
+        "repeats": repeats,
+        "cpu_busy_percent_before": busy,
+        "article": article,
+        "ours": ours,
+        "speedup": speedup,
+        "size_ratio": size_ratio,
+        "goal_speedup_met": speedup >= GOAL_SPEEDUP,
+        "goal_size_met": size_ratio <= GOAL_SIZE_RATIO,
+    }
+
+
+def measure_peak_memory(chips: ChipSet, sizes: Sequence[int], size: int = IMAGE_SIZE) -> dict:
+    """Peak RSS of the whole process tree of ``write_split`` run as a child, per chip count."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TQDM_DISABLE": "1"}
+    runs = []
+    for n in sizes:
+        warm_file_cache(chips.paths(chips.head(n)))
+        out_dir = SCRATCH / f"memory-{n}"
+        cmd = [
+            sys.executable, "-m", "bench.run_write_split", str(chips.root), str(out_dir),
+            "--n", str(n), "--size", str(size), "--shard-mb", str(SHARD_MB), "--quality", str(JPEG_QUALITY),
+        ]  # fmt: skip
+        _settle_disk()
+        run = run_measured(cmd, env=env, cwd=PROJECT_ROOT)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        log.info("peak memory at %d chips: %.0f MiB (%d samples)", n, run.peak_rss_mib, run.samples)
+        runs.append(
+            {"images": n, "peak_rss_mib": run.peak_rss_mib, "wall_s": run.wall_s, "samples": run.samples}
+        )
+    ratio = runs[-1]["peak_rss_mib"] / runs[0]["peak_rss_mib"]
+    return {"runs": runs, "ratio": ratio, "goal_flat_met": ratio <= GOAL_MEMORY_RATIO}
+
+
+# --- report ---------------------------------------------------------------------------------
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "not met"
+
+
+def format_report(results: dict) -> str:
+    """The markdown tables and goal lines of one run."""
+    t, m = results["throughput"], results["memory"]
+    article, ours = t["article"], t["ours"]
+    table = markdown_table(
+        ["method", "images/s", "bytes/image", "speed-up", "size ratio"],
+        [
+            [
+                article["method"],
+                f"{article['images_per_s']:,.0f}",
+                f"{article['bytes_per_image']:,.0f}",
+                "1.0×",
+                "1",
+            ],
+            [
+                ours["method"],
+                f"{ours['images_per_s']:,.0f}",
+                f"{ours['bytes_per_image']:,.0f}",
+                f"{t['speedup']:.1f}×",
+                f"{t['size_ratio']:.3f} (1/{1 / t['size_ratio']:.0f})",
+            ],
+        ],
+    )
+    memory = markdown_table(
+        ["chips", "peak RSS, process tree (MiB)", "wall s (incl. interpreter start)"],
+        [[f"{r['images']:,}", f"{r['peak_rss_mib']:,.0f}", f"{r['wall_s']:.1f}"] for r in m["runs"]],
+    )
+    small, large = m["runs"][0]["images"], m["runs"][-1]["images"]
+    return "\n".join(
+        [
+            f"## Serialization: {article['images']:,} chips at {t['image_size']}×{t['image_size']}",
+            "",
+            f"Median of {t['repeats']} interleaved runs each, same chips, warm page cache; "
+            f"CPU busy with other work just before: {t['cpu_busy_percent_before']:.0f}%"
+            + (" (numbers unreliable)." if t["cpu_busy_percent_before"] > BUSY_WARN_PERCENT else "."),
+            "",
+            table,
+            "",
+            f"- goal ≥ {GOAL_SPEEDUP:g}× throughput: {_met(t['goal_speedup_met'])} ({t['speedup']:.1f}×)",
+            f"- goal ≤ 1/{1 / GOAL_SIZE_RATIO:g} bytes: {_met(t['goal_size_met'])} ({t['size_ratio']:.3f})",
+            "",
+            "### Peak memory of write_split (parent + pool workers, RSS sampled every 50 ms)",
+            "",
+            memory,
+            "",
+            f"- {large:,} / {small:,} chips: peak ratio {m['ratio']:.2f} "
+            f"(goal flat, ≤ {GOAL_MEMORY_RATIO:g}: {_met(m['goal_flat_met'])})",
+        ]
+    )
+
+
+def run(settings: Settings) -> str:
+    """Measure, save ``bench/.work/serialize.json`` and return the markdown report."""
+    mem_sizes = (settings.mem_n, MEMORY_SCALE * settings.mem_n)
+    # One chip set serves every size: the smaller runs take its first rows.
+    chips = chip_set(max(settings.n, *mem_sizes), settings.seed)
+    results = {
+        "throughput": measure_throughput(chips, settings.n, settings.repeats),
+        "memory": measure_peak_memory(chips, mem_sizes),
+    }
+    shutil.rmtree(SCRATCH, ignore_errors=True)
+    save_results("serialize", settings, results)
+    return format_report(results)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    print(f"Machine: {machine_description()}\n")
+    print(run(Settings.from_env()))
