@@ -75,6 +75,13 @@ class ExportParams(_Section):
     version: int = Field(1, gt=0)
 
 
+class ServeParams(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8501, ge=0, le=65535)  # TF Serving's REST default
+    poll_seconds: float = Field(2.0, gt=0)  # how often new version folders are looked for
+    max_body_mb: float = Field(32, gt=0)
+
+
 class Params(_Section):
     data: DataParams = DataParams()
     labels: LabelsParams = LabelsParams()
@@ -82,6 +89,7 @@ class Params(_Section):
     serialize: SerializeParams = SerializeParams()
     train: TrainParams = TrainParams()
     export: ExportParams = ExportParams()
+    serve: ServeParams = ServeParams()
 
 
 def load_params(path: Path | str = PARAMS_FILE) -> Params:

@@ -1,0 +1,169 @@
+"""``amazonia``: the command line of the serving side.
+
+* ``amazonia serve``: TF Serving's REST API over ``models/<name>/`` (see :mod:`amazonia.serving`);
+* ``amazonia predict IMAGE...``: tags for image files from a running server.
+
+Defaults come from ``params.yaml`` in the working directory (section ``serve`` and
+``export.model_name``), else from the built-in defaults. Errors a user can fix are
+one line, ``error: ...``, and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from amazonia.errors import AmazoniaError
+from amazonia.params import PARAMS_FILE, Params, load_params
+from amazonia.paths import MODELS_DIR
+
+log = logging.getLogger(__name__)
+
+# Set before TensorFlow is first imported: its C++ start-up chatter is not for users.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command in ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    try:
+        params = load_params() if PARAMS_FILE.is_file() else Params()
+        args = build_parser(params).parse_args(argv)
+        _configure_logging(args.verbose)
+        return args.run(args)
+    except AmazoniaError as err:
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser(params: Params) -> argparse.ArgumentParser:
+    """The argument parser, its defaults taken from ``params``."""
+    parser = argparse.ArgumentParser(prog="amazonia", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_serve(commands, params)
+    _add_predict(commands, params)
+    return parser
+
+
+def _add_serve(commands: argparse._SubParsersAction, params: Params) -> None:
+    serve = params.serve
+    name = params.export.model_name
+    parser = commands.add_parser(
+        "serve",
+        help="serve models/<name>/ over TensorFlow Serving's REST API",
+        description="Serve every version folder of models/<name>/ over TF Serving's REST API "
+        "(the highest by default); new versions are picked up while it runs.",
+    )
+    parser.add_argument("--model-name", default=name, help=f"name in the URLs (default {name})")
+    parser.add_argument(
+        "--model-base-path",
+        type=Path,
+        help=f"folder of the version folders (default {MODELS_DIR}/<model-name>)",
+    )
+    parser.add_argument("--host", default=serve.host, help=f"address to bind (default {serve.host})")
+    parser.add_argument("--port", type=int, default=serve.port, help=f"REST port (default {serve.port})")
+    parser.add_argument(
+        "--poll-seconds",
+        type=_positive_float,
+        default=serve.poll_seconds,
+        help=f"how often to look for new versions (default {serve.poll_seconds:g})",
+    )
+    parser.add_argument(
+        "--max-body-mb",
+        type=_positive_float,
+        default=serve.max_body_mb,
+        help=f"larger requests are answered 413 (default {serve.max_body_mb:g})",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log loads and every request")
+    parser.set_defaults(run=run_serve)
+
+
+def _add_predict(commands: argparse._SubParsersAction, params: Params) -> None:
+    host = "127.0.0.1" if params.serve.host in ("0.0.0.0", "::", "") else params.serve.host
+    url = f"http://{host}:{params.serve.port}/v1/models/{params.export.model_name}"
+    parser = commands.add_parser(
+        "predict",
+        help="tag image files with a served model",
+        description="Send image files (JPEG, PNG, any size) to the served model and print their "
+        "weather tag and the ground tags at or above their thresholds.",
+    )
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    parser.add_argument(
+        "--url", default=url, help=f"the model's URL (default {url}); may end in /versions/<n>"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of one line per image")
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        help="read the label map and thresholds from this models/<name>/ (or version) folder instead "
+        "of the server: needed with real TF Serving",
+    )
+    parser.add_argument(
+        "--timeout", type=_positive_float, default=60.0, help="seconds per request (default 60)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what is sent")
+    parser.set_defaults(run=run_predict)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Serve until interrupted."""
+    base = args.model_base_path or MODELS_DIR / args.model_name
+    if not base.is_dir():
+        raise AmazoniaError(
+            f"{base}: no such folder; export a model first ('dvc repro export') or pass --model-base-path"
+        )
+    # Imported here: TensorFlow takes seconds to load and 'predict' does not need the server.
+    import uvicorn
+
+    from amazonia.serving import create_app
+
+    app = create_app(base, args.model_name, args.poll_seconds, int(args.max_body_mb * 2**20))
+    log.info("serving %s as %r on http://%s:%d", base, args.model_name, args.host, args.port)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="info" if args.verbose else "warning",
+        access_log=args.verbose,
+    )
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Print the tags of each image."""
+    from amazonia.client import predict_files
+
+    results = predict_files(args.images, args.url, model_dir=args.model_dir, timeout=args.timeout)
+    if args.json:
+        print(json.dumps([r.to_json() for r in results], indent=2))
+    else:
+        for result in results:
+            print(result.describe())
+    return 0
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} must be > 0")
+    return value
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

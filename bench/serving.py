@@ -1,0 +1,400 @@
+"""Serving: latency and throughput of ``amazonia serve`` over HTTP on 127.0.0.1.
+
+A default-size (128 px) model, untrained (weights do not change the cost), is exported
+to ``bench/.work/serving/`` and served by a real ``amazonia serve`` process. Measured:
+
+* latency (p50, p99) of one image per request, one client, for the float signature
+  with the article's payload and for the bytes signature with a b64 JPEG; bodies are
+  encoded once beforehand, so the numbers are the server's and the loopback's;
+* the article's client as published (``requests.post(..., json=payload)``), whose
+  own JSON encoding of 49,152 floats is part of what its user waits for;
+* throughput with 8 concurrent clients (threads, one ``requests.Session`` each);
+* in-process model calls at batch 1 and 8, alone and from 8 threads: whether
+  batching concurrent requests into one call would pay on this machine.
+
+Client and server share the machine's cores, as they would on a laptop.
+Run alone with ``python -m bench.serving``; ``python -m bench`` runs it with the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import psutil
+import requests
+
+from bench.common import (
+    WORK_DIR,
+    Settings,
+    cpu_busy_percent,
+    machine_description,
+    markdown_table,
+    save_results,
+    timer,
+)
+
+log = logging.getLogger(__name__)
+
+IMAGE_SIZE = 128
+MODEL_NAME = "PlanetModel"
+WARMUP_REQUESTS = 20
+LATENCY_REQUESTS = 300
+ARTICLE_CLIENT_REQUESTS = 50
+THROUGHPUT_REQUESTS = 400  # per signature, split over the clients
+CLIENTS = 8
+MODEL_CALLS = 100  # per in-process configuration and round
+MODEL_CALL_ROUNDS = 5  # the median is reported
+GOAL_P50_MS = 15.0
+BUSY_WARN_PERCENT = 10.0
+START_TIMEOUT_S = 180
+SCRATCH = WORK_DIR / "serving"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- set-up ---------------------------------------------------------------------------------
+
+
+def export_model(base_path: Path) -> Path:
+    """An untrained default-size model as version 1 of ``base_path``; returns the version folder."""
+    import keras
+
+    from amazonia.export import export_saved_model
+    from amazonia.labels import LABELS_GROUND, label_map
+    from amazonia.model import build_model
+
+    keras.utils.set_random_seed(0)
+    version_dir = base_path / "1"
+    thresholds = {"ground": {label: 0.5 for label in LABELS_GROUND}}
+    export_saved_model(build_model(IMAGE_SIZE), version_dir, IMAGE_SIZE, label_map(), thresholds)
+    return version_dir
+
+
+def write_chip(path: Path) -> Path:
+    """One synthetic 256x256 Kaggle-like JPEG."""
+    from amazonia.synthetic import render_jpeg
+
+    path.write_bytes(render_jpeg(0, ("clear", "primary", "agriculture"), seed=0))
+    return path
+
+
+def bodies(chip: Path) -> dict[str, bytes]:
+    """The request bodies, encoded once: the article's float payload and a b64 JPEG."""
+    import base64
+
+    from keras.utils import img_to_array, load_img
+
+    from amazonia.export import SIGNATURE_BYTES
+
+    image = img_to_array(load_img(chip, target_size=(IMAGE_SIZE, IMAGE_SIZE))) / 255.0
+    b64 = base64.b64encode(chip.read_bytes()).decode("ascii")
+    return {
+        "float (article's payload)": json.dumps({"instances": [{"input_image": image.tolist()}]}).encode(),
+        "bytes (b64 JPEG)": json.dumps(
+            {"signature_name": SIGNATURE_BYTES, "instances": [{"b64": b64}]}
+        ).encode(),
+    }
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(base_path: Path, port: int, log_file: Path) -> subprocess.Popen:
+    """``amazonia serve`` on 127.0.0.1, returned once it answers."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    cmd = [
+        sys.executable, "-m", "amazonia.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+        "--model-name", MODEL_NAME, "--model-base-path", str(base_path),
+    ]  # fmt: skip
+    with log_file.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=PROJECT_ROOT)
+    url = f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"amazonia serve exited with {proc.returncode}:\n{log_file.read_text()[-4000:]}"
+            )
+        try:
+            if requests.get(url, timeout=5).status_code == 200:
+                return proc
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"amazonia serve not ready after {START_TIMEOUT_S} s:\n{log_file.read_text()[-4000:]}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# --- measurements ---------------------------------------------------------------------------
+
+
+def _post(session: requests.Session, url: str, body: bytes) -> None:
+    response = session.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=60)
+    if response.status_code != 200:
+        raise RuntimeError(f"{url}: HTTP {response.status_code}: {response.text[:300]}")
+
+
+def measure_latency(url: str, send: Callable[[requests.Session], None], n: int, server_pid: int) -> dict:
+    """p50/p99 of ``n`` sequential requests from one client, after a warm-up, and the
+    server's CPU time per request: on a shared machine, what an idle one would wait."""
+    server = psutil.Process(server_pid)
+    times = []
+    with requests.Session() as session:
+        for _ in range(WARMUP_REQUESTS):
+            send(session)
+        cpu_before = sum(server.cpu_times()[:2])
+        for _ in range(n):
+            start = time.perf_counter()
+            send(session)
+            times.append((time.perf_counter() - start) * 1000)
+        cpu_after = sum(server.cpu_times()[:2])
+    return {
+        "requests": n,
+        "p50_ms": float(np.percentile(times, 50)),
+        "p99_ms": float(np.percentile(times, 99)),
+        "mean_ms": statistics.fmean(times),
+        "server_cpu_ms": (cpu_after - cpu_before) * 1000 / n,
+    }
+
+
+def measure_throughput(url: str, body: bytes, clients: int, total: int) -> dict:
+    """Requests/s with ``clients`` threads, each with its own session, ``total`` requests in all."""
+    per_client = total // clients
+    errors: list[str] = []
+    start = threading.Barrier(clients + 1)
+
+    def client() -> None:
+        with requests.Session() as session:
+            _post(session, url, body)  # connect and warm up before the clock starts
+            start.wait()
+            for _ in range(per_client):
+                try:
+                    _post(session, url, body)
+                except Exception as err:  # noqa: BLE001 - counted, reported below
+                    errors.append(repr(err))
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    with timer() as took:
+        for thread in threads:
+            thread.join()
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {per_client * clients} requests failed, first: {errors[0]}")
+    return {
+        "clients": clients,
+        "requests": per_client * clients,
+        "requests_per_s": per_client * clients / took.seconds,
+    }
+
+
+def _batch_of(body: bytes, n: int) -> bytes:
+    """The same request with its one instance repeated ``n`` times."""
+    request = json.loads(body)
+    request["instances"] = request["instances"] * n
+    return json.dumps(request).encode()
+
+
+def measure_model_calls(version_dir: Path) -> dict:
+    """Images/s of the float signature called in-process: batch 1 alone, batch 1 from
+    8 threads (what concurrent requests do now), batch 8 (what batching them would do)."""
+    import tensorflow as tf
+
+    function = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    one = tf.constant(np.random.default_rng(0).random((1, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.float32))
+    eight = tf.concat([one] * CLIENTS, axis=0)
+    for batch in (one, eight):
+        function(input_image=batch)
+
+    def sequential(batch: tf.Tensor, calls: int) -> None:
+        for _ in range(calls):
+            function(input_image=batch)
+
+    def threaded() -> None:
+        threads = [
+            threading.Thread(target=sequential, args=(one, MODEL_CALLS // CLIENTS)) for _ in range(CLIENTS)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    configurations = (
+        ("batch 1, one caller", lambda: sequential(one, MODEL_CALLS), MODEL_CALLS),
+        (f"batch 1, {CLIENTS} threads", threaded, MODEL_CALLS // CLIENTS * CLIENTS),
+        (f"batch {CLIENTS}, one caller", lambda: sequential(eight, MODEL_CALLS // CLIENTS), MODEL_CALLS),
+    )
+    rates: dict[str, list[float]] = {name: [] for name, _, _ in configurations}
+    for _ in range(MODEL_CALL_ROUNDS):  # interleaved: a shared machine's load changes by the second
+        for name, run, images in configurations:
+            with timer() as took:
+                run()
+            rates[name].append(images / took.seconds)
+    return {name: statistics.median(values) for name, values in rates.items()}
+
+
+def measure(settings: Settings) -> dict:
+    """Everything in :func:`format_report`, with the server started and always stopped."""
+    if SCRATCH.exists():
+        shutil.rmtree(SCRATCH)
+    SCRATCH.mkdir(parents=True)
+    base_path = SCRATCH / "models" / MODEL_NAME
+    version_dir = export_model(base_path)
+    payloads = bodies(write_chip(SCRATCH / "chip.jpg"))
+    model_calls = measure_model_calls(version_dir)  # before the server runs: alone on the cores
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}:predict"
+    busy = cpu_busy_percent()
+    if busy > BUSY_WARN_PERCENT:
+        log.warning("%.0f%% CPU in use by other processes before timing: numbers will be low", busy)
+    proc = start_server(base_path, port, SCRATCH / "serve.log")
+    try:
+        rows = {}
+        for name, body in payloads.items():
+            log.info("timing %s", name)
+            rows[name] = {
+                "body_bytes": len(body),
+                **measure_latency(url, lambda s, body=body: _post(s, url, body), LATENCY_REQUESTS, proc.pid),
+                **measure_throughput(url, body, CLIENTS, THROUGHPUT_REQUESTS),
+            }
+        batched = {
+            name: measure_throughput(url, _batch_of(body, CLIENTS), 1, THROUGHPUT_REQUESTS // CLIENTS)
+            for name, body in payloads.items()
+        }
+        article = json.loads(payloads["float (article's payload)"])
+        log.info("timing the article's client as published")
+        article_client = measure_latency(
+            url,
+            lambda s: s.post(url, json=article, timeout=60).raise_for_status(),
+            ARTICLE_CLIENT_REQUESTS,
+            proc.pid,
+        )
+    finally:
+        stop_server(proc)
+    busy_after = cpu_busy_percent()
+    return {
+        "image_size": IMAGE_SIZE,
+        "cpu_busy_percent_before": busy,
+        "cpu_busy_percent_after": busy_after,
+        "signatures": rows,
+        "article_client": article_client,
+        "one_client_batches_of_8": batched,
+        "model_calls_images_per_s": model_calls,
+        "goal_p50_ms": GOAL_P50_MS,
+    }
+
+
+# --- report ---------------------------------------------------------------------------------
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "not met"
+
+
+def format_report(results: dict) -> str:
+    """The markdown tables and goal lines of one run."""
+    rows = results["signatures"]
+    table = markdown_table(
+        [
+            "signature, one image per request",
+            "body",
+            "p50 ms",
+            "p99 ms",
+            "server CPU ms/req",
+            f"req/s, {CLIENTS} clients",
+        ],
+        [
+            [name, f"{r['body_bytes'] / 1024:,.0f} KiB"]
+            + [
+                f"{r['p50_ms']:.1f}",
+                f"{r['p99_ms']:.1f}",
+                f"{r['server_cpu_ms']:.1f}",
+                f"{r['requests_per_s']:.0f}",
+            ]
+            for name, r in rows.items()
+        ],
+    )
+    calls = results["model_calls_images_per_s"]
+    batched = results["one_client_batches_of_8"]
+    batching = markdown_table(
+        ["what", "images/s"],
+        [[f"model call in-process, float, {name}", f"{v:.0f}"] for name, v in calls.items()]
+        + [
+            [f"HTTP, {name}, {CLIENTS} clients x 1 image", f"{r['requests_per_s']:.0f}"]
+            for name, r in rows.items()
+        ]
+        + [
+            [f"HTTP, {name}, 1 client x {CLIENTS} images", f"{r['requests_per_s'] * CLIENTS:.0f}"]
+            for name, r in batched.items()
+        ],
+    )
+    article = results["article_client"]
+    goals = [
+        f"- goal p50 ≤ {GOAL_P50_MS:g} ms, {name}: {_met(r['p50_ms'] <= GOAL_P50_MS)} ({r['p50_ms']:.1f} ms)"
+        for name, r in rows.items()
+    ]
+    busy_before, busy_after = results["cpu_busy_percent_before"], results["cpu_busy_percent_after"]
+    unreliable = max(busy_before, busy_after) > BUSY_WARN_PERCENT
+    return "\n".join(
+        [
+            f"## Serving: amazonia serve over HTTP, {results['image_size']} px model",
+            "",
+            f"{LATENCY_REQUESTS} sequential requests for latency (after {WARMUP_REQUESTS} warm-up), "
+            f"{THROUGHPUT_REQUESTS} for throughput; client and server on the same cores. CPU busy with other "
+            f"work just before/after: {busy_before:.0f}%/{busy_after:.0f}%"
+            + (" (numbers unreliable)." if unreliable else "."),
+            "",
+            table,
+            "",
+            *goals,
+            "- the article's client as published (its own JSON encoding included): "
+            f"p50 {article['p50_ms']:.1f} ms, p99 {article['p99_ms']:.1f} ms "
+            f"over {article['requests']} requests",
+            "",
+            "### Would batching concurrent requests pay?",
+            "",
+            f"Model calls: median of {MODEL_CALL_ROUNDS} interleaved rounds. {CLIENTS} images in one HTTP "
+            f"request bound from above what merging {CLIENTS} concurrent requests into one model call could "
+            "give: they also share one parse and one HTTP exchange, which server-side batching would not.",
+            "",
+            batching,
+        ]
+    )
+
+
+def run(settings: Settings) -> str:
+    """Measure, save ``bench/.work/serving.json`` and return the markdown report."""
+    results = measure(settings)
+    save_results("serving", settings, results)
+    return format_report(results)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    print(f"Machine: {machine_description()}\n")
+    print(run(Settings.from_env()))
