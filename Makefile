@@ -1,6 +1,9 @@
 # make run   : set up .venv and run the whole pipeline (dvc repro) on the default data
 # make test  : set up .venv and run the test suite
 # make bench : benchmarks (numbers go into README.md)
+# make serve : serve models/PlanetModel over TF Serving's REST API on 127.0.0.1:8501
+# make push / make pull : share DVC outputs through the configured remote
+# make report BASE=<rev> : markdown params/metrics diff against BASE
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
@@ -11,7 +14,7 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install run test bench lint clean
+.PHONY: install run test bench lint clean serve push pull report
 
 install: $(STAMP)
 
@@ -29,6 +32,19 @@ test: install
 
 bench: install
 	$(BIN)/python -m bench
+
+serve: install
+	$(BIN)/amazonia serve
+
+push: install
+	$(BIN)/dvc push
+
+pull: install
+	$(BIN)/dvc pull
+
+BASE ?= main
+report: install
+	$(BIN)/python -m amazonia.report --base $(BASE)
 
 lint: install
 	$(BIN)/ruff check amazonia stages tests bench

@@ -20,6 +20,7 @@ BIN = Path(sys.executable).parent
 TINY_PARAMS = {
     "data": {"n_images": 60, "seed": 7},
     "serialize": {"image_size": 32, "shard_mb": 0.05, "workers": 2},
+    "train": {"epochs": 2, "batch_size": 16},
 }
 
 
@@ -112,3 +113,118 @@ def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run(["git", "commit", "-qam", "tiny params"], repo)
     run([str(BIN / "dvc"), "repro"], repo)
     return repo
+
+
+@pytest.fixture
+def pipeline_copy(tiny_pipeline: Path, tmp_path: Path) -> Path:
+    """A private copy of the finished tiny run (git, DVC cache and outputs), to change."""
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_pipeline, repo, symlinks=True)
+    return repo
+
+
+# --- Team workflow: remotes, run-cache, experiments, PR reports -------------------------
+
+S3_BUCKET = "amazonia-test"
+S3_ACCESS_KEY_ID = "amazonia-test-key-id"
+# Random per session, so finding it in a repository can only mean it leaked there.
+S3_SECRET = f"amazonia-test-{os.urandom(8).hex()}"
+
+
+def make(target: str, repo: Path, **variables: str) -> subprocess.CompletedProcess:
+    """``make TARGET`` in a throw-away repo, with this checkout's virtualenv.
+
+    ``-o .venv/.installed`` keeps make from building a virtualenv in ``repo`` (its
+    ``install`` prerequisite); ``BIN`` points the Makefile's tools at this one."""
+    overrides = [f"{name}={value}" for name, value in {"BIN": str(BIN), **variables}.items()]
+    return run(["make", "--no-print-directory", "-o", ".venv/.installed", target, *overrides], repo)
+
+
+def commit_all(repo: Path, message: str) -> None:
+    """Commit everything git sees (dvc.lock, metrics, params); outputs are DVC's, git-ignored."""
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", message], repo)
+    left = run(["git", "status", "--porcelain"], repo).stdout
+    assert not left, f"{repo}: files neither committed nor ignored:\n{left}"
+
+
+@pytest.fixture(scope="session")
+def team_history(tiny_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two committed tiny runs whose train params differ (read-only; copy it to change it).
+
+    HEAD~1: the tiny run, with dvc.lock and metrics committed (the team's baseline);
+    HEAD: ``train.learning_rate`` 0.001 -> 0.003, rerun. The DVC cache and the run-cache
+    hold both runs."""
+    repo = tmp_path_factory.mktemp("history") / "repo"
+    shutil.copytree(tiny_pipeline, repo, symlinks=True)
+    commit_all(repo, "baseline: tiny run")
+    set_params(repo, {"train": {"learning_rate": 0.003}})
+    run([str(BIN / "dvc"), "repro"], repo)
+    commit_all(repo, "train: learning rate 0.003")
+    return repo
+
+
+@pytest.fixture
+def history_copy(team_history: Path, tmp_path: Path) -> Path:
+    """A private copy of ``team_history`` at ``tmp_path/team/a``: clones go beside it."""
+    repo = tmp_path / "team" / "a"
+    shutil.copytree(team_history, repo, symlinks=True)
+    return repo
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def s3_endpoint() -> str:
+    """A real S3-compatible endpoint (moto_server) on 127.0.0.1 with bucket ``S3_BUCKET``."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    import boto3
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        env=tool_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"moto_server on port {port} exited {server.returncode}:\n{server.stdout.read()}")
+            try:
+                urllib.request.urlopen(url, timeout=2).close()
+                break
+            except urllib.error.HTTPError:
+                break  # it answers, whatever it thinks of "/"
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"moto_server did not answer on {url} within 60 s")
+                time.sleep(0.2)
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=url,
+            aws_access_key_id=S3_ACCESS_KEY_ID,
+            aws_secret_access_key=S3_SECRET,
+            region_name="us-east-1",
+        )
+        s3.create_bucket(Bucket=S3_BUCKET)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
