@@ -12,7 +12,14 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from amazonia.records import FEATURE_GROUND, FEATURE_IMAGE, FEATURE_WEATHER, Manifest, check_manifest, feature_spec
+from amazonia.records import (
+    FEATURE_GROUND,
+    FEATURE_IMAGE,
+    FEATURE_WEATHER,
+    Manifest,
+    check_manifest,
+    feature_spec,
+)
 
 INPUT_NAME = "input_image"
 log = logging.getLogger(__name__)
@@ -72,7 +79,9 @@ def load_split(
     elif cache:
         log.info("not caching %s: %.0f MiB decoded > %d MiB", split_dir, decoded_mb, cache_limit_mb)
     if shuffle:
-        dataset = dataset.shuffle(min(manifest.examples, 10_000) or 1, seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(
+            min(manifest.examples, 10_000) or 1, seed=seed, reshuffle_each_iteration=True
+        )
     dataset = dataset.batch(batch_size)
     # Interleave hides the size; Keras wants it to show progress and end epochs cleanly.
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(-(-manifest.examples // batch_size)))

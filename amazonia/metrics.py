@@ -90,7 +90,9 @@ def score(
     return {
         "f2": round(kaggle_f2(truth, predicted), 4),
         "weather_accuracy": round(float(np.mean(w_true == w_pred)), 4),
-        "weather_macro_f1": round(float(f1_score(w_true, w_pred, labels=labels, average="macro", zero_division=0)), 4),
+        "weather_macro_f1": round(
+            float(f1_score(w_true, w_pred, labels=labels, average="macro", zero_division=0)), 4
+        ),
         "ground": {
             name: {
                 "precision": round(float(p), 4),
@@ -117,7 +119,9 @@ def weather_confusion_matrix(weather_true: np.ndarray, weather_prob: np.ndarray)
     return matrix.tolist()
 
 
-def prior_scores(n_images: int, weather_freq: np.ndarray, ground_freq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def prior_scores(
+    n_images: int, weather_freq: np.ndarray, ground_freq: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Trivial baseline scores: every image gets the training frequencies.
 
     Argmax weather is then the majority class; a ground label is predicted when its

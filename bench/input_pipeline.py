@@ -51,7 +51,9 @@ def article_sequence(paths: list, labels: tuple[np.ndarray, np.ndarray], size: i
 
         def __getitem__(self, index: int):
             batch = slice(index * BATCH_SIZE, (index + 1) * BATCH_SIZE)
-            images = np.array([img_to_array(load_img(p, target_size=(size, size))) / 255.0 for p in paths[batch]])
+            images = np.array(
+                [img_to_array(load_img(p, target_size=(size, size))) / 255.0 for p in paths[batch]]
+            )
             return images, {"weather": labels[0][batch], "ground": labels[1][batch]}
 
     return PlanetSequence()
@@ -145,16 +147,29 @@ def measure_training(size: int) -> dict:
 
     from_pipeline = fit_rate(pipeline)
     from_memory = fit_rate(tensors)
-    return {"images": n, "pipeline": from_pipeline, "in_memory": from_memory, "ratio": from_pipeline / from_memory}
+    return {
+        "images": n,
+        "pipeline": from_pipeline,
+        "in_memory": from_memory,
+        "ratio": from_pipeline / from_memory,
+    }
 
 
 def format_report(results: dict, n: int) -> str:
     i, t = results["input"], results["training"]
     input_rows = [
         ("article: keras Sequence (load_img / 255.)", f"{i['article_sequence']:,.0f}", "1.0×"),
-        ("article: float32 TFRecords", f"{i['article_float_tfrecord']:,.0f}", f"{i['article_float_tfrecord'] / i['article_sequence']:.1f}×"),
+        (
+            "article: float32 TFRecords",
+            f"{i['article_float_tfrecord']:,.0f}",
+            f"{i['article_float_tfrecord'] / i['article_sequence']:.1f}×",
+        ),
         ("ours: tf.data over JPEG TFRecords", f"{i['ours_tfdata']:,.0f}", f"{i['speedup_vs_sequence']:.1f}×"),
-        ("ours, decoded cache (epoch ≥ 2)", f"{i['ours_tfdata_cached']:,.0f}", f"{i['ours_tfdata_cached'] / i['article_sequence']:.1f}×"),
+        (
+            "ours, decoded cache (epoch ≥ 2)",
+            f"{i['ours_tfdata_cached']:,.0f}",
+            f"{i['ours_tfdata_cached'] / i['article_sequence']:.1f}×",
+        ),
     ]
     met = "met" if i["speedup_vs_sequence"] >= GOAL_INPUT_SPEEDUP else "not met"
     met_t = "met" if t["ratio"] >= GOAL_TRAINING_RATIO else "not met"
@@ -170,7 +185,10 @@ def format_report(results: dict, n: int) -> str:
             "",
             markdown_table(
                 ["fed by", "images/s"],
-                [("our TFRecord pipeline", f"{t['pipeline']:,.0f}"), ("in-memory tensors", f"{t['in_memory']:,.0f}")],
+                [
+                    ("our TFRecord pipeline", f"{t['pipeline']:,.0f}"),
+                    ("in-memory tensors", f"{t['in_memory']:,.0f}"),
+                ],
             ),
             "",
             f"- ratio {t['ratio']:.2f} (goal ≥ {GOAL_TRAINING_RATIO:g}: {met_t})",
@@ -183,7 +201,10 @@ def run(settings: Settings) -> str:
     shutil.rmtree(SCRATCH, ignore_errors=True)
     SCRATCH.mkdir(parents=True)
     chips = chip_set(settings.n, settings.seed)
-    results = {"input": measure_input(chips, settings.n, IMAGE_SIZE), "training": measure_training(IMAGE_SIZE)}
+    results = {
+        "input": measure_input(chips, settings.n, IMAGE_SIZE),
+        "training": measure_training(IMAGE_SIZE),
+    }
     shutil.rmtree(SCRATCH, ignore_errors=True)
     save_results("input_pipeline", settings, results)
     return format_report(results, settings.n)

@@ -63,7 +63,10 @@ def main() -> None:
         {
             "test_images": len(test[0]),
             **results,
-            "weather_confusion": {"labels": list(LABELS_WEATHER), "matrix": weather_confusion_matrix(test[0], test[2])},
+            "weather_confusion": {
+                "labels": list(LABELS_WEATHER),
+                "matrix": weather_confusion_matrix(test[0], test[2]),
+            },
             "baseline": {
                 "f2": prior["f2"],
                 "weather_accuracy": prior["weather_accuracy"],

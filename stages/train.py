@@ -25,9 +25,16 @@ def main() -> None:
     tf.config.experimental.enable_op_determinism()
 
     train_data, train_manifest = load_split(
-        RECORDS_DIR / "train", image_size, batch_size=train.batch_size, shuffle=True, seed=train.seed, cache=train.cache
+        RECORDS_DIR / "train",
+        image_size,
+        batch_size=train.batch_size,
+        shuffle=True,
+        seed=train.seed,
+        cache=train.cache,
     )
-    val_data, val_manifest = load_split(RECORDS_DIR / "val", image_size, batch_size=train.batch_size, cache=train.cache)
+    val_data, val_manifest = load_split(
+        RECORDS_DIR / "val", image_size, batch_size=train.batch_size, cache=train.cache
+    )
     fingerprint = {
         "params": train.model_dump(),
         "image_size": image_size,

@@ -29,7 +29,9 @@ def test_tiny_run_passes_its_smoke_check_and_scores(tiny_pipeline):
     assert 0 <= report["f2"] <= 1 and "baseline" in report
     assert (tiny_pipeline / "models/PlanetModel/1/saved_model.pb").is_file()
     assert (tiny_pipeline / "models/PlanetModel/1/assets.extra/thresholds.json").is_file()
-    shown = run([str(BIN / "saved_model_cli"), "show", "--dir", "models/PlanetModel/1", "--all"], tiny_pipeline).stdout
+    shown = run(
+        [str(BIN / "saved_model_cli"), "show", "--dir", "models/PlanetModel/1", "--all"], tiny_pipeline
+    ).stdout
     assert "signature_def['serving_default']" in shown and "signature_def['serving_bytes']" in shown
     assert "inputs['input_image']" in shown and "inputs['image_bytes']" in shown
     assert "outputs['weather']" in shown and "outputs['ground']" in shown
@@ -61,14 +63,22 @@ def test_training_resumes_after_kill(pipeline_copy):
     set_params(repo, {"train": {"epochs": 40}})
     state = repo / "models/checkpoints/state.json"
     proc = subprocess.Popen(
-        [DVC, "repro", "train"], cwd=repo, env=tool_env(),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [DVC, "repro", "train"],
+        cwd=repo,
+        env=tool_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 180
     while True:
         assert proc.poll() is None, "training finished before it could be killed"
         assert time.monotonic() < deadline, "no checkpoint appeared"
-        if state.is_file() and json.loads(state.read_text()).get("epoch", 0) >= 2 and not json.loads(state.read_text())["complete"]:
+        if (
+            state.is_file()
+            and json.loads(state.read_text()).get("epoch", 0) >= 2
+            and not json.loads(state.read_text())["complete"]
+        ):
             break
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
