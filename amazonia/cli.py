@@ -17,9 +17,9 @@ import os
 import sys
 from pathlib import Path
 
-from amazonia.errors import AmazoniaError
-from amazonia.params import PARAMS_FILE, Params, load_params
-from amazonia.paths import MODELS_DIR
+from amazonia.common.errors import AmazoniaError
+from amazonia.common.params import PARAMS_FILE, Params, load_params
+from amazonia.common.paths import MODELS_DIR
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def run_serve(args: argparse.Namespace) -> int:
     # Imported here: TensorFlow takes seconds to load and 'predict' does not need the server.
     import uvicorn
 
-    from amazonia.serving import create_app
+    from amazonia.serving.server import create_app
 
     app = create_app(base, args.model_name, args.poll_seconds, int(args.max_body_mb * 2**20))
     log.info("serving %s as %r on http://%s:%d", base, args.model_name, args.host, args.port)
@@ -136,7 +136,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Print the tags of each image."""
-    from amazonia.client import predict_files
+    from amazonia.client.predict import predict_files
 
     results = predict_files(args.images, args.url, model_dir=args.model_dir, timeout=args.timeout)
     if args.json:

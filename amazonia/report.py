@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from amazonia.errors import AmazoniaError
+from amazonia.common.errors import AmazoniaError
 
 LABELS_JSON = "metrics/labels.json"
 EVAL_JSON = "metrics/eval.json"

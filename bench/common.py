@@ -22,9 +22,9 @@ from pathlib import Path
 import pandas as pd
 import psutil
 
-from amazonia.files import atomic_dir, write_json_atomic
-from amazonia.kaggle import IMAGE_DIR, TAGS_CSV, image_path
-from amazonia.labels import encode_tags, read_tags_csv
+from amazonia.common.files import atomic_dir, write_json_atomic
+from amazonia.data.kaggle import IMAGE_DIR, TAGS_CSV, image_path
+from amazonia.data.labels import encode_tags, read_tags_csv
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +89,13 @@ def chip_set(n: int, seed: int) -> ChipSet:
     matches ``n`` and ``seed`` is reused as is.
     """
     root = WORK_DIR / f"chips-n{n}-seed{seed}"
-    stamp = {"n": n, "seed": seed, "generator": "amazonia.synthetic.generate_dataset"}
+    stamp = {"n": n, "seed": seed, "generator": "amazonia.data.synthetic.generate.generate_dataset"}
     if _stamp_matches(root, stamp):
         log.info("reusing %d chips in %s", n, root)
     else:
-        from amazonia.synthetic import generate_dataset  # imports the renderer only when needed
+        from amazonia.data.synthetic.generate import (
+            generate_dataset,  # imports the renderer only when needed,
+        )
 
         log.info("rendering %d synthetic chips (seed %d) into %s", n, seed, root)
         # atomic_dir: a run killed half-way leaves no folder that looks complete.

@@ -1,7 +1,7 @@
 """Input pipeline and training throughput: ours against the original article's loaders.
 
 Input: images/s delivered as float32 batches at S = 128 by (a) our ``tf.data``
-pipeline over JPEG TFRecords (:func:`amazonia.dataset.load_split`), (b) the
+pipeline over JPEG TFRecords (:func:`amazonia.model.input_pipeline.load_split`), (b) the
 article's ``keras.utils.Sequence`` that runs ``img_to_array(load_img(path,
 target_size=(S, S))) / 255.`` per chip, and (c) the article's reader of float32
 TFRecords. Same chips, same run, warm page cache, one full pass each.
@@ -87,8 +87,8 @@ def images_per_s(batches, n: int) -> float:
 
 
 def measure_input(chips, n: int, size: int) -> dict:
-    from amazonia.dataset import load_split
-    from amazonia.labels import LABELS_GROUND, LABELS_WEATHER, parse_vector
+    from amazonia.data.labels import LABELS_GROUND, LABELS_WEATHER, parse_vector
+    from amazonia.model.input_pipeline import load_split
 
     rows = chips.head(n)
     paths = chips.paths(rows)
@@ -123,8 +123,8 @@ def measure_training(size: int) -> dict:
     """Same model and batches: fed by our pipeline, then by tensors already in memory."""
     import tensorflow as tf
 
-    from amazonia.dataset import load_split
-    from amazonia.model import build_model, compile_model
+    from amazonia.model.input_pipeline import load_split
+    from amazonia.model.network import build_model, compile_model
 
     pipeline, manifest = load_split(SCRATCH / "ours", size, batch_size=BATCH_SIZE, shuffle=True, seed=0)
     pipeline = pipeline.take(TRAIN_IMAGES // BATCH_SIZE)

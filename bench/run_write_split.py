@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     # Imported here, not at the top: spawned pool workers import this module too.
-    from amazonia.writer import write_split
+    from amazonia.data.records.writer import write_split
     from bench.common import all_rows
 
     rows = all_rows(args.raw_dir).iloc[: args.n].reset_index(drop=True)

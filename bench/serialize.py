@@ -39,7 +39,7 @@ from bench.common import (
 )
 
 if TYPE_CHECKING:
-    from amazonia.records import Manifest
+    from amazonia.data.records.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,8 @@ def article_serialize(rows: pd.DataFrame, raw_dir: Path, out_file: Path, size: i
     import tensorflow as tf
     from keras.utils import img_to_array, load_img
 
-    from amazonia.kaggle import image_path
-    from amazonia.labels import LABELS_GROUND, LABELS_WEATHER, parse_vector
+    from amazonia.data.kaggle import image_path
+    from amazonia.data.labels import LABELS_GROUND, LABELS_WEATHER, parse_vector
 
     def _bytes(value: bytes) -> tf.train.Feature:
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
@@ -91,7 +91,7 @@ def article_serialize(rows: pd.DataFrame, raw_dir: Path, out_file: Path, size: i
 
 def our_serialize(rows: pd.DataFrame, raw_dir: Path, out_dir: Path, size: int) -> Manifest:
     """The pipeline's writer with the serialize stage's settings, all cores; returns its Manifest."""
-    from amazonia.writer import write_split
+    from amazonia.data.records.writer import write_split
 
     return write_split(
         rows,

@@ -70,9 +70,11 @@ def export_model(base_path: Path) -> Path:
     """An untrained default-size model as version 1 of ``base_path``; returns the version folder."""
     import keras
 
-    from amazonia.export import export_saved_model
-    from amazonia.labels import LABELS_GROUND, label_map
-    from amazonia.model import build_model
+    from amazonia.data.labels import LABELS_GROUND, label_map
+    from amazonia.export.saved_model import (
+        export_saved_model,
+    )
+    from amazonia.model.network import build_model
 
     keras.utils.set_random_seed(0)
     version_dir = base_path / "1"
@@ -83,7 +85,7 @@ def export_model(base_path: Path) -> Path:
 
 def write_chip(path: Path) -> Path:
     """One synthetic 256x256 Kaggle-like JPEG."""
-    from amazonia.synthetic import render_jpeg
+    from amazonia.data.synthetic.generate import render_jpeg
 
     path.write_bytes(render_jpeg(0, ("clear", "primary", "agriculture"), seed=0))
     return path
@@ -95,7 +97,9 @@ def bodies(chip: Path) -> dict[str, bytes]:
 
     from keras.utils import img_to_array, load_img
 
-    from amazonia.export import SIGNATURE_BYTES
+    from amazonia.export.contract import (
+        SIGNATURE_BYTES,
+    )
 
     image = img_to_array(load_img(chip, target_size=(IMAGE_SIZE, IMAGE_SIZE))) / 255.0
     b64 = base64.b64encode(chip.read_bytes()).decode("ascii")

@@ -5,13 +5,13 @@ written as "[0, 0, 1, 0]"), assigns train/val/test by a stable hash of the image
 name, and writes the vocabulary and per-split counts.
 """
 
-from amazonia.errors import AmazoniaError
-from amazonia.files import write_json_atomic, write_text_atomic
-from amazonia.kaggle import TAGS_CSV, find_missing_images, image_path
-from amazonia.labels import encode_tags, label_counts, label_map, read_tags_csv
-from amazonia.params import load_params
-from amazonia.paths import LABEL_MAP_JSON, LABELS_CSV, LABELS_METRICS_JSON, RAW_DIR
-from amazonia.stage import run_stage
+from amazonia.common.errors import AmazoniaError
+from amazonia.common.files import write_json_atomic, write_text_atomic
+from amazonia.common.params import load_params
+from amazonia.common.paths import LABEL_MAP_JSON, LABELS_CSV, LABELS_METRICS_JSON, RAW_DIR
+from amazonia.common.stage import run_stage
+from amazonia.data.kaggle import TAGS_CSV, find_missing_images, image_path
+from amazonia.data.labels import encode_tags, label_counts, label_map, read_tags_csv
 
 
 def main() -> None:

@@ -5,12 +5,16 @@ image bytes), the label vocabulary and the tuned ground thresholds beside it in
 assets.extra/. The smoke_check stage then exercises it before anyone serves it.
 """
 
-from amazonia.errors import AmazoniaError
-from amazonia.export import export_saved_model, load_trained_model, read_thresholds
-from amazonia.labels import read_label_map
-from amazonia.params import load_params
-from amazonia.paths import LABEL_MAP_JSON, MODEL_KERAS, THRESHOLDS_JSON, export_dir
-from amazonia.stage import run_stage
+from amazonia.common.errors import AmazoniaError
+from amazonia.common.params import load_params
+from amazonia.common.paths import LABEL_MAP_JSON, MODEL_KERAS, THRESHOLDS_JSON, export_dir
+from amazonia.common.stage import run_stage
+from amazonia.data.labels import read_label_map
+from amazonia.export.saved_model import (
+    export_saved_model,
+    load_trained_model,
+    read_thresholds,
+)
 
 
 def main() -> None:

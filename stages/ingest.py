@@ -7,13 +7,13 @@ Either way, a contact sheet of the first chips goes to metrics/samples.png.
 
 import logging
 
-from amazonia.contact_sheet import write_contact_sheet
-from amazonia.files import atomic_dir
-from amazonia.kaggle import check_layout, first_rows, image_path, link_download
-from amazonia.params import load_params
-from amazonia.paths import RAW_DIR, SAMPLES_PNG
-from amazonia.stage import run_stage
-from amazonia.synthetic import generate_dataset
+from amazonia.common.files import atomic_dir
+from amazonia.common.params import load_params
+from amazonia.common.paths import RAW_DIR, SAMPLES_PNG
+from amazonia.common.stage import run_stage
+from amazonia.data.contact_sheet import write_contact_sheet
+from amazonia.data.kaggle import check_layout, first_rows, image_path, link_download
+from amazonia.data.synthetic.generate import generate_dataset
 
 SAMPLE_COUNT = 24
 
@@ -21,15 +21,15 @@ log = logging.getLogger("ingest")
 
 
 def main() -> None:
-    data = load_params().data
-    if data.source == "kaggle":
-        check_layout(data.kaggle_dir)  # before data/raw is touched
+    params = load_params()
+    if params.data.source == "kaggle":
+        check_layout(params.data.kaggle_dir)  # before data/raw is touched
     with atomic_dir(RAW_DIR) as raw:
-        if data.source == "synthetic":
-            generate_dataset(raw, data.n_images, data.seed)
+        if params.data.source == "synthetic":
+            generate_dataset(raw, params.data.n_images, params.data.seed, workers=params.runtime.workers)
         else:
-            method = link_download(data.kaggle_dir, raw)
-            log.info("linked %s into %s by %s", data.kaggle_dir, RAW_DIR, method)
+            method = link_download(params.data.kaggle_dir, raw)
+            log.info("linked %s into %s by %s", params.data.kaggle_dir, RAW_DIR, method)
 
     chips = [(image_path(RAW_DIR, name), tags) for name, tags in first_rows(RAW_DIR, SAMPLE_COUNT)]
     write_contact_sheet(SAMPLES_PNG, [(path, tags) for path, tags in chips if path.is_file()])

@@ -5,32 +5,29 @@ Usage: python stages/serialize.py <split>
 
 import sys
 
-import pandas as pd
-
-from amazonia.errors import AmazoniaError
-from amazonia.labels import SPLITS
-from amazonia.params import load_params
-from amazonia.paths import LABELS_CSV, RAW_DIR, RECORDS_DIR
-from amazonia.stage import run_stage
-from amazonia.writer import write_split
+from amazonia.common.errors import AmazoniaError
+from amazonia.common.params import load_params
+from amazonia.common.paths import LABELS_CSV, RAW_DIR, RECORDS_DIR
+from amazonia.common.stage import run_stage
+from amazonia.data.labels import SPLITS, read_split_rows
+from amazonia.data.records.writer import write_split
 
 
 def main() -> None:
     if len(sys.argv) != 2 or sys.argv[1] not in SPLITS:
         raise AmazoniaError(f"usage: serialize.py {{{'|'.join(SPLITS)}}}")
     split = sys.argv[1]
-    params = load_params().serialize
-    labels = pd.read_csv(LABELS_CSV, dtype=str, keep_default_na=False)
+    params = load_params()
     write_split(
-        labels[labels["split"] == split],
+        read_split_rows(LABELS_CSV, split),
         RAW_DIR,
         RECORDS_DIR / split,
         split=split,
-        image_size=params.image_size,
-        shard_mb=params.shard_mb,
-        workers=params.workers,
-        on_bad_image=params.on_bad_image,
-        jpeg_quality=params.jpeg_quality,
+        image_size=params.serialize.image_size,
+        shard_mb=params.serialize.shard_mb,
+        on_bad_image=params.serialize.on_bad_image,
+        jpeg_quality=params.serialize.jpeg_quality,
+        workers=params.runtime.workers,
     )
 
 

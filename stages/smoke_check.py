@@ -7,11 +7,11 @@ test chips, compares them with models/model.keras and with each other, and runs
 check then exits 1 naming it, so `dvc repro` stops before anything downstream.
 """
 
-from amazonia.files import write_json_atomic
-from amazonia.params import load_params
-from amazonia.paths import MODEL_KERAS, RECORDS_DIR, SMOKE_JSON, export_dir
-from amazonia.smoke import run_smoke_check
-from amazonia.stage import run_stage
+from amazonia.common.files import write_json_atomic
+from amazonia.common.params import load_params
+from amazonia.common.paths import MODEL_KERAS, RECORDS_DIR, SMOKE_JSON, export_dir
+from amazonia.common.stage import run_stage
+from amazonia.export.smoke import run_smoke_check
 
 
 def main() -> None:

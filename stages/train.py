@@ -9,13 +9,13 @@ import tensorflow as tf
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
-from amazonia.dataset import load_split
-from amazonia.files import TEMP_PREFIX
-from amazonia.model import build_model, compile_model
-from amazonia.params import load_params
-from amazonia.paths import CHECKPOINT_DIR, MODEL_KERAS, RECORDS_DIR, TRAIN_LIVE_DIR
-from amazonia.stage import run_stage
-from amazonia.training import EpochCheckpoint, clear_checkpoints, load_checkpoint, mark_complete
+from amazonia.common.files import TEMP_PREFIX
+from amazonia.common.params import load_params
+from amazonia.common.paths import CHECKPOINT_DIR, MODEL_KERAS, RECORDS_DIR, TRAIN_LIVE_DIR
+from amazonia.common.stage import run_stage
+from amazonia.model.input_pipeline import load_split
+from amazonia.model.network import build_model, compile_model
+from amazonia.model.training import EpochCheckpoint, clear_checkpoints, load_checkpoint, mark_complete
 
 
 def main() -> None:
@@ -30,10 +30,10 @@ def main() -> None:
         batch_size=train.batch_size,
         shuffle=True,
         seed=train.seed,
-        cache=train.cache,
+        cache=params.runtime.cache_decoded,
     )
     val_data, val_manifest = load_split(
-        RECORDS_DIR / "val", image_size, batch_size=train.batch_size, cache=train.cache
+        RECORDS_DIR / "val", image_size, batch_size=train.batch_size, cache=params.runtime.cache_decoded
     )
     fingerprint = {
         "params": train.model_dump(),

@@ -19,26 +19,35 @@ import tensorflow as tf
 import yaml
 from PIL import Image
 
-from amazonia.dataset import INPUT_NAME
-from amazonia.export import (
+from amazonia.common.files import write_json_atomic
+from amazonia.common.paths import (
+    LABEL_MAP_JSON,
+    MODEL_KERAS,
+    RECORDS_DIR,
+    SMOKE_JSON,
+    THRESHOLDS_JSON,
+    export_dir,
+)
+from amazonia.common.stage import run_stage
+from amazonia.data.kaggle import TAGS_CSV, image_path
+from amazonia.data.labels import LABELS_GROUND, encode_tags, label_map, read_tags_csv
+from amazonia.data.records.writer import write_split
+from amazonia.data.synthetic.generate import generate_dataset
+from amazonia.export.contract import (
     ASSETS_EXTRA,
     INPUT_BYTES,
     SIGNATURE_BYTES,
     SIGNATURE_FLOAT,
     SIGNATURES,
     ExportError,
-    export_saved_model,
     load_assets,
 )
-from amazonia.files import write_json_atomic
-from amazonia.kaggle import TAGS_CSV, image_path
-from amazonia.labels import LABELS_GROUND, encode_tags, label_map, read_tags_csv
-from amazonia.model import build_model
-from amazonia.paths import LABEL_MAP_JSON, MODEL_KERAS, RECORDS_DIR, SMOKE_JSON, THRESHOLDS_JSON, export_dir
-from amazonia.smoke import SmokeCheckError, describe_saved_model, run_smoke_check
-from amazonia.stage import run_stage
-from amazonia.synthetic import generate_dataset
-from amazonia.writer import write_split
+from amazonia.export.saved_model import (
+    export_saved_model,
+)
+from amazonia.export.smoke import SmokeCheckError, describe_saved_model, run_smoke_check
+from amazonia.model.names import INPUT_NAME
+from amazonia.model.network import build_model
 from stages import export as export_stage
 from stages import smoke_check as smoke_stage
 

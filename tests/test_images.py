@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from amazonia.images import BadImageError, prepare_chip, prepare_chip_bytes
+from amazonia.data.records.images import BadImageError, prepare_chip, prepare_chip_bytes
 
 
 def encoded(mode: str, fmt: str = "JPEG", size: int = 64) -> bytes:

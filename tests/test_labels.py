@@ -4,7 +4,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from amazonia.labels import (
+from amazonia.data.labels import (
     LABELS_GROUND,
     LABELS_WEATHER,
     LabelError,
@@ -94,7 +94,7 @@ def test_bad_tag_files_are_rejected_naming_the_row(tmp_path, text, message):
 
 
 def test_label_map_lists_the_vocabulary():
-    from amazonia.labels import label_map
+    from amazonia.data.labels import label_map
 
     data = json.loads(json.dumps(label_map()))
     assert data["weather"] == list(LABELS_WEATHER) and data["ground"] == list(LABELS_GROUND)

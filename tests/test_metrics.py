@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from amazonia.metrics import kaggle_f2, predict_tags, prior_scores, score, tune_thresholds
+from amazonia.model.metrics import kaggle_f2, predict_tags, prior_scores, score, tune_thresholds
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from amazonia.params import ParamsError, load_params
+from amazonia.common.params import ParamsError, load_params
 from tests.conftest import ROOT
 
 

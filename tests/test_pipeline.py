@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from amazonia.kaggle import image_path
-from amazonia.labels import SPLITS
-from amazonia.records import check_manifest
-from amazonia.synthetic import generate_dataset
+from amazonia.data.kaggle import image_path
+from amazonia.data.labels import SPLITS
+from amazonia.data.records.manifest import check_manifest
+from amazonia.data.synthetic.generate import generate_dataset
 from tests.conftest import BIN, ran_stages, run, set_params, tool_env
 
 DVC = str(BIN / "dvc")

@@ -9,21 +9,20 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from amazonia.images import BadImageError
-from amazonia.kaggle import image_path
-from amazonia.labels import LABELS_GROUND, LABELS_WEATHER, encode_tags, read_tags_csv
-from amazonia.records import (
+from amazonia.data.kaggle import image_path
+from amazonia.data.labels import LABELS_GROUND, LABELS_WEATHER, encode_tags, read_tags_csv
+from amazonia.data.records.images import BadImageError
+from amazonia.data.records.manifest import RecordsError, check_manifest
+from amazonia.data.records.naming import MANIFEST_FILE
+from amazonia.data.records.schema import (
     FEATURE_GROUND,
     FEATURE_IMAGE,
     FEATURE_NAME,
     FEATURE_WEATHER,
-    MANIFEST_FILE,
-    RecordsError,
-    check_manifest,
     feature_spec,
 )
-from amazonia.synthetic import generate_dataset
-from amazonia.writer import write_split
+from amazonia.data.records.writer import write_split
+from amazonia.data.synthetic.generate import generate_dataset
 
 
 @pytest.fixture(scope="module")

@@ -25,18 +25,21 @@ import requests
 from PIL import Image
 
 from amazonia.cli import main
-from amazonia.export import (
+from amazonia.data.kaggle import IMAGE_DIR
+from amazonia.data.labels import LABELS_GROUND, LABELS_WEATHER, label_map
+from amazonia.data.synthetic.generate import generate_dataset
+from amazonia.export.contract import (
     ASSETS_EXTRA,
     INPUT_BYTES,
     SIGNATURE_BYTES,
     SIGNATURE_FLOAT,
     SIGNATURES,
+)
+from amazonia.export.saved_model import (
     export_saved_model,
 )
-from amazonia.kaggle import IMAGE_DIR
-from amazonia.labels import LABELS_GROUND, LABELS_WEATHER, label_map
-from amazonia.model import OUTPUT_GROUND, OUTPUT_WEATHER, build_model
-from amazonia.synthetic import generate_dataset
+from amazonia.model.names import OUTPUT_GROUND, OUTPUT_WEATHER
+from amazonia.model.network import build_model
 
 BIN = Path(sys.executable).parent
 MODEL = "PlanetModel"

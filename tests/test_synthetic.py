@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from amazonia.kaggle import image_path
-from amazonia.labels import ALL_LABELS, LABELS_WEATHER, read_tags_csv
-from amazonia.synthetic import generate_dataset, render_jpeg, sample_tag_sets
+from amazonia.data.kaggle import image_path
+from amazonia.data.labels import ALL_LABELS, LABELS_WEATHER, read_tags_csv
+from amazonia.data.synthetic.generate import generate_dataset, render_jpeg, sample_tag_sets
 
 
 def reference_frequencies(reference) -> dict[str, float]:

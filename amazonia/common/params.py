@@ -13,7 +13,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from amazonia.errors import AmazoniaError
+from amazonia.common.errors import AmazoniaError
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -43,6 +43,13 @@ class SplitParams(_Section):
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> SplitParams:
+        for name, fraction in (("val", self.val), ("test", self.test)):
+            if fraction == 0:
+                use = "tuning the ground thresholds" if name == "val" else "scoring the model"
+                raise ValueError(
+                    f"split.{name} is 0, which leaves the {name} split empty; it is needed for "
+                    f"{use}: set split.{name} > 0 (default 0.1)"
+                )
         if self.val + self.test >= 1:
             raise ValueError(
                 f"split.val + split.test must be < 1 (got {self.val} + {self.test}); "
@@ -54,7 +61,6 @@ class SplitParams(_Section):
 class SerializeParams(_Section):
     image_size: int = Field(128, gt=0, le=4096)
     shard_mb: float = Field(16, gt=0)
-    workers: int = Field(0, ge=0)
     on_bad_image: Literal["skip", "error"] = "skip"
     jpeg_quality: int = Field(90, ge=1, le=100)
 
@@ -67,7 +73,14 @@ class TrainParams(_Section):
     filters: int = Field(32, gt=0)
     dense_units: int = Field(128, gt=0)
     dropout: float = Field(0.2, ge=0, lt=1)
-    cache: bool = True
+
+
+class RuntimeParams(_Section):
+    """How stages run, never what they compute: no stage declares this section in
+    dvc.yaml, so changing it reruns nothing (outputs are byte-identical for any value)."""
+
+    workers: int = Field(0, ge=0)  # processes for ingest and serialize; 0 = all cores
+    cache_decoded: bool = True  # train: keep decoded chips in memory when they fit
 
 
 class ExportParams(_Section):
@@ -89,6 +102,7 @@ class Params(_Section):
     serialize: SerializeParams = SerializeParams()
     train: TrainParams = TrainParams()
     export: ExportParams = ExportParams()
+    runtime: RuntimeParams = RuntimeParams()
     serve: ServeParams = ServeParams()
 
 

@@ -4,7 +4,7 @@ Images travel as they are on disk, base64 in ``{"b64": ...}`` objects, through t
 ``serving_bytes`` signature: the model decodes and resizes them, so this side needs
 no image library. The vocabulary and ground thresholds that turn outputs into tags
 come from the server's assets endpoint (amazonia's extension, see
-:mod:`amazonia.serving`) or, for a real TF Serving, from the model folder on disk.
+:mod:`amazonia.serving.server`) or, for a real TF Serving, from the model folder on disk.
 
 The version is pinned first (from the metadata endpoint, which TF Serving has too),
 so predictions and thresholds come from the same export even if a new version is
@@ -22,8 +22,8 @@ from typing import Any
 
 import requests
 
-from amazonia.errors import AmazoniaError
-from amazonia.export import (
+from amazonia.common.errors import AmazoniaError
+from amazonia.export.contract import (
     ASSETS_EXTRA,
     INPUT_BYTES,
     LABEL_MAP_ASSET,
@@ -31,7 +31,7 @@ from amazonia.export import (
     THRESHOLDS_ASSET,
     load_assets,
 )
-from amazonia.model import OUTPUT_GROUND, OUTPUT_WEATHER
+from amazonia.model.names import OUTPUT_GROUND, OUTPUT_WEATHER
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ other. It is a FastAPI app (:func:`create_app`) run by uvicorn:
 * ``GET /v1/models/<name>[/versions/<n>]``: ``model_version_status``;
 * ``GET /v1/models/<name>[/versions/<n>]/metadata``: the signature defs;
 * ``POST /v1/models/<name>[/versions/<n>]:predict``: ``instances``/``inputs`` in,
-  ``predictions``/``outputs`` out (conversion in :mod:`amazonia.rest`);
+  ``predictions``/``outputs`` out (conversion in :mod:`amazonia.serving.rest`);
 * ``GET /v1/models/<name>[/versions/<n>]/assets/<label_map.json|thresholds.json>``:
   **our extension**, not TF Serving's: the files of ``assets.extra/``, so that a client
   can turn outputs into tags without access to the model folder.
@@ -47,10 +47,16 @@ from starlette.requests import ClientDisconnect
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import error_codes_pb2, saved_model_pb2
 
-from amazonia import rest
-from amazonia.errors import AmazoniaError
-from amazonia.export import LABEL_MAP_ASSET, SERVE_TAG, SIGNATURE_FLOAT, THRESHOLDS_ASSET, load_assets
-from amazonia.rest import NOT_FOUND, PAYLOAD_TOO_LARGE, RestError, bad_request
+from amazonia.common.errors import AmazoniaError
+from amazonia.export.contract import (
+    LABEL_MAP_ASSET,
+    SERVE_TAG,
+    SIGNATURE_FLOAT,
+    THRESHOLDS_ASSET,
+    load_assets,
+)
+from amazonia.serving import rest
+from amazonia.serving.rest import NOT_FOUND, PAYLOAD_TOO_LARGE, RestError, bad_request
 
 log = logging.getLogger(__name__)
 

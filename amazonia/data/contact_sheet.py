@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from amazonia.files import write_bytes_atomic
+from amazonia.common.files import write_bytes_atomic
 
 
 def write_contact_sheet(

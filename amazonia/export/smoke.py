@@ -29,9 +29,10 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from amazonia.dataset import INPUT_NAME, decode_image, to_model_input
-from amazonia.errors import AmazoniaError
-from amazonia.export import (
+from amazonia.common.errors import AmazoniaError
+from amazonia.data.records.manifest import check_manifest
+from amazonia.data.records.schema import FEATURE_IMAGE, FEATURE_NAME, feature_spec
+from amazonia.export.contract import (
     ASSETS_EXTRA,
     INPUT_BYTES,
     LABEL_MAP_ASSET,
@@ -43,10 +44,12 @@ from amazonia.export import (
     check_label_map,
     check_thresholds,
     load_assets,
+)
+from amazonia.export.saved_model import (
     load_trained_model,
 )
-from amazonia.model import OUTPUT_GROUND, OUTPUT_WEATHER
-from amazonia.records import FEATURE_IMAGE, FEATURE_NAME, check_manifest, feature_spec
+from amazonia.model.input_pipeline import decode_image, to_model_input
+from amazonia.model.names import INPUT_NAME, OUTPUT_GROUND, OUTPUT_WEATHER
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
-from amazonia.labels import LABELS_GROUND, LABELS_WEATHER
+from amazonia.data.labels import LABELS_GROUND, LABELS_WEATHER
 
 __all__ = ["render_chip"]
 
@@ -94,7 +94,7 @@ def render_chip(tags: Collection[str], rng: np.random.Generator, size: int = 256
     """Render one synthetic chip showing the visual evidence of ``tags``.
 
     ``tags`` must hold exactly one weather tag and any ground tags from
-    ``amazonia.labels``; an unknown tag raises ``ValueError``. Ground tags on a
+    ``amazonia.data.labels``; an unknown tag raises ``ValueError``. Ground tags on a
     ``cloudy`` chip are painted but end up (nearly) hidden, as in Kaggle's data.
     Returns a uint8 array (size, size, 3), RGB. Deterministic for a given rng state.
     """

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from amazonia.errors import AmazoniaError
+from amazonia.common.errors import AmazoniaError
 
 LOG_LEVEL_ENV = "AMAZONIA_LOG_LEVEL"
 

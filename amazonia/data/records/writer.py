@@ -1,6 +1,6 @@
 """Writing one split of chips into sharded TFRecords, in parallel and atomically.
 
-Worker processes read and re-encode chips (:mod:`amazonia.images`, no TensorFlow);
+Worker processes read and re-encode chips (:mod:`amazonia.data.records.images`, no TensorFlow);
 the parent builds the Examples and streams them into shards in ``labels.csv``
 order, so memory stays flat however many chips there are.
 """
@@ -17,11 +17,13 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from amazonia.files import atomic_dir
-from amazonia.images import BadImageError, PreparedChip, prepare_chip_job
-from amazonia.kaggle import image_path
-from amazonia.labels import LABELS_GROUND, LABELS_WEATHER, parse_vector, vectors_to_tags
-from amazonia.records import Manifest, ShardWriter, make_example
+from amazonia.common.files import atomic_dir
+from amazonia.data.kaggle import image_path
+from amazonia.data.labels import LABELS_GROUND, LABELS_WEATHER, parse_vector, vectors_to_tags
+from amazonia.data.records.images import BadImageError, PreparedChip, prepare_chip_job
+from amazonia.data.records.manifest import Manifest, ShardInfo, sha256_file
+from amazonia.data.records.naming import partial_shard_filename, shard_filename
+from amazonia.data.records.schema import make_example
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,60 @@ def write_split(
         )
         manifest.write(tmp)
     return manifest
+
+
+class ShardWriter:
+    """Writes serialized Examples into shards of about ``shard_bytes`` each.
+
+    Shards are written as ``<prefix>-NNNNN`` and renamed to TFDS's
+    ``-NNNNN-of-TTTTT`` by :meth:`close`, once the total is known. Meant to be used
+    inside :func:`amazonia.common.files.atomic_dir`, so nothing is visible before it closes.
+    """
+
+    def __init__(self, directory: Path | str, split: str, shard_bytes: int):
+        self.directory = Path(directory)
+        self.split = split
+        self.shard_bytes = shard_bytes
+        self._writer = None
+        self._partial: list[tuple[Path, int]] = []  # (path, examples)
+        self._current_bytes = 0
+        self._current_examples = 0
+
+    def write(self, record: bytes) -> None:
+        if self._writer is not None and self._current_bytes + len(record) > self.shard_bytes:
+            self._close_current()
+        if self._writer is None:
+            self._open_next()
+        self._writer.write(record)
+        self._current_bytes += len(record) + 16  # TFRecord framing: length, 2 CRCs
+        self._current_examples += 1
+
+    def close(self) -> list[ShardInfo]:
+        """Finish the last shard, rename all to their final names; returns their info."""
+        if self._writer is not None:
+            self._close_current()
+        total = len(self._partial)
+        shards = []
+        for index, (path, examples) in enumerate(self._partial):
+            final = self.directory / shard_filename(self.split, index, total)
+            path.rename(final)
+            shards.append(ShardInfo(final.name, examples, final.stat().st_size, sha256_file(final)))
+        return shards
+
+    def _open_next(self) -> None:
+        import tensorflow as tf
+
+        path = self.directory / partial_shard_filename(self.split, len(self._partial))
+        self._writer = tf.io.TFRecordWriter(str(path))
+        self._partial.append((path, 0))
+        self._current_bytes = 0
+        self._current_examples = 0
+
+    def _close_current(self) -> None:
+        self._writer.close()
+        path, _ = self._partial[-1]
+        self._partial[-1] = (path, self._current_examples)
+        self._writer = None
 
 
 def _prepare_all(jobs: list, workers: int) -> Iterator[tuple[PreparedChip | None, str | None]]:

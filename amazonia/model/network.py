@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import keras
 
-from amazonia.dataset import INPUT_NAME
-from amazonia.labels import LABELS_GROUND, LABELS_WEATHER
-
-OUTPUT_WEATHER = "weather"
-OUTPUT_GROUND = "ground"
+from amazonia.data.labels import LABELS_GROUND, LABELS_WEATHER
+from amazonia.model.names import INPUT_NAME, OUTPUT_GROUND, OUTPUT_WEATHER
 
 
 def build_model(

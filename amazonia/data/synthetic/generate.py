@@ -4,7 +4,7 @@ Tag sets are drawn from ``tag_combinations.csv``: how often each combination of
 tags occurs among the 40,479 labelled chips of Kaggle's ``train_v2.csv`` (the one
 row without a weather tag left out). Sampling whole combinations keeps every tag's
 frequency *and* the co-occurrences (habitation with road, agriculture with road,
-``cloudy`` alone) of the real data. Pixels come from :mod:`amazonia.render`.
+``cloudy`` alone) of the real data. Pixels come from :mod:`amazonia.data.synthetic.render`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from amazonia.kaggle import IMAGE_DIR, TAGS_CSV, image_path
-from amazonia.render import render_chip
+from amazonia.data.kaggle import IMAGE_DIR, TAGS_CSV, image_path
+from amazonia.data.synthetic.render import render_chip
 
 TAG_COMBINATIONS_FILE = Path(__file__).with_name("tag_combinations.csv")
 CHIP_SIZE = 256  # Kaggle's chips are 256x256 RGB JPEGs

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from amazonia.errors import AmazoniaError
+from amazonia.common.errors import AmazoniaError
 
 # Alphabetical, as in the article: the column order of the encoded vectors.
 LABELS_WEATHER: tuple[str, ...] = ("clear", "cloudy", "haze", "partly_cloudy")
@@ -164,7 +164,47 @@ def encode_tags(
             "fix the tags or set labels.missing_weather: drop"
         )
     encoded = pd.DataFrame(rows, columns=list(ENCODED_COLUMNS))
+    _check_splits(encoded, len(table), len(dropped), val=val, test=test, source=source)
     return EncodedLabels(table=encoded, dropped=dropped)
+
+
+def _check_splits(
+    encoded: pd.DataFrame, rows: int, dropped: int, *, val: float, test: float, source: str
+) -> None:
+    """Refuse a table that leaves a split empty: training, threshold tuning (val) and
+    scoring (test) each need examples, and failing here costs seconds, not a training run."""
+    if encoded.empty:
+        why = (
+            f"all {rows} row(s) were dropped for having no weather tag (labels.missing_weather: drop)"
+            if rows and dropped == rows
+            else "it has no rows"
+        )
+        raise LabelError(f"{source}: nothing to train on: {why}; every chip needs one weather tag")
+    sizes = encoded["split"].value_counts()
+    fractions = {"train": 1 - val - test, "val": val, "test": test}
+    empty = [split for split in SPLITS if sizes.get(split, 0) == 0]
+    if empty:
+        param = {"train": "split.val + split.test", "val": "split.val", "test": "split.test"}
+        named = "; ".join(f"{s} ({param[s]} = {fractions[s]:.3g})" for s in empty)
+        raise LabelError(
+            f"{source}: {len(encoded)} encoded row(s) leave no examples in split(s) {named}; "
+            "every split needs examples: raise the fraction in params.yaml or add chips (data.n_images)"
+        )
+
+
+def read_split_rows(labels_csv: Path | str, split: str) -> pd.DataFrame:
+    """The rows of ``labels.csv`` (as written by encode_labels) assigned to ``split``."""
+    labels_csv = Path(labels_csv)
+    try:
+        table = pd.read_csv(labels_csv, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise LabelError(f"{labels_csv}: not found; run 'dvc repro encode_labels' first") from None
+    missing = [c for c in ENCODED_COLUMNS if c not in table.columns]
+    if missing:
+        raise LabelError(
+            f"{labels_csv}: missing column(s) {', '.join(missing)}; rerun 'dvc repro encode_labels'"
+        )
+    return table[table["split"] == split]
 
 
 def label_counts(encoded: pd.DataFrame) -> dict[str, dict[str, int]]:
@@ -198,7 +238,7 @@ def read_label_map(path: Path) -> dict:
     found = json.loads(Path(path).read_text())
     if found.get("weather") != list(LABELS_WEATHER) or found.get("ground") != list(LABELS_GROUND):
         raise LabelError(
-            f"{path}: label vocabulary differs from amazonia.labels; rerun 'dvc repro encode_labels'"
+            f"{path}: label vocabulary differs from amazonia.data.labels; rerun 'dvc repro encode_labels'"
         )
     return found
 

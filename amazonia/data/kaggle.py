@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from amazonia.errors import AmazoniaError
+from amazonia.common.errors import AmazoniaError
 
 TAGS_CSV = "train_v2.csv"
 IMAGE_DIR = "train-jpg"

@@ -12,16 +12,9 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from amazonia.records import (
-    FEATURE_GROUND,
-    FEATURE_IMAGE,
-    FEATURE_WEATHER,
-    Manifest,
-    check_manifest,
-    feature_spec,
-)
+from amazonia.data.records.manifest import Manifest, check_manifest
+from amazonia.data.records.schema import FEATURE_GROUND, FEATURE_IMAGE, FEATURE_WEATHER, feature_spec
 
-INPUT_NAME = "input_image"
 log = logging.getLogger(__name__)
 
 

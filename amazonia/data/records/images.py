@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from amazonia.errors import AmazoniaError
+from amazonia.common.errors import AmazoniaError
 
 # Real chips are 256x256; anything this large is a corrupt header or an attack.
 Image.MAX_IMAGE_PIXELS = 8192 * 8192

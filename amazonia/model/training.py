@@ -16,7 +16,7 @@ from pathlib import Path
 
 import keras
 
-from amazonia.files import write_json_atomic
+from amazonia.common.files import write_json_atomic
 
 STATE_FILE = "state.json"
 log = logging.getLogger(__name__)

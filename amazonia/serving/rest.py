@@ -27,7 +27,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from amazonia.errors import AmazoniaError
+from amazonia.common.errors import AmazoniaError
 
 try:  # several times faster on the 1 MB float payloads; stdlib json is the fallback
     import orjson

@@ -1,0 +1,1 @@
+"""The predict client: image files in, tags out, over TF Serving's REST API."""

@@ -1,0 +1,1 @@
+"""What every stage shares: errors, params, paths, atomic files, the stage runner."""

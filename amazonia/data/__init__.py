@@ -1,0 +1,1 @@
+"""Chips and labels: Kaggle's layout, the label vocabulary, the synthetic default, TFRecords."""

@@ -1,0 +1,1 @@
+"""The sharded TFRecord format: Example schema, shard names, manifest, writer."""

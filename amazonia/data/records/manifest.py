@@ -1,0 +1,118 @@
+"""A split's ``manifest.json``: what shards it has, their sizes and hashes, what was skipped.
+
+Written last by the writer (it is the commit marker of a split folder) and checked
+by every reader before a shard is opened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from amazonia.common.errors import AmazoniaError
+from amazonia.common.files import write_json_atomic
+from amazonia.data.records.naming import MANIFEST_FILE, is_shard_filename, shard_prefix
+from amazonia.data.records.schema import FEATURE_DESCRIPTIONS, SCHEMA_VERSION
+
+
+class RecordsError(AmazoniaError):
+    """TFRecord shards that do not match their manifest."""
+
+
+@dataclass
+class ShardInfo:
+    file: str
+    examples: int
+    bytes: int
+    sha256: str
+
+
+@dataclass
+class Manifest:
+    split: str
+    image_size: int
+    examples: int
+    shards: list[ShardInfo]
+    label_counts: dict[str, int]
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    converted: list[dict[str, str]] = field(default_factory=list)
+    schema_version: int = SCHEMA_VERSION
+    format: dict = field(default_factory=lambda: {"features": dict(FEATURE_DESCRIPTIONS)})
+
+    def write(self, directory: Path | str) -> None:
+        data = asdict(self)
+        write_json_atomic(Path(directory) / MANIFEST_FILE, data)
+
+    @property
+    def files(self) -> list[str]:
+        return [s.file for s in self.shards]
+
+
+def sha256_file(path: Path | str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(directory: Path | str) -> Manifest:
+    """Load ``manifest.json`` of a split folder (no checks on the shards)."""
+    path = Path(directory) / MANIFEST_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RecordsError(
+            f"{path}: missing; the split was not serialized completely. Run 'dvc repro serialize'"
+        ) from None
+    except json.JSONDecodeError as err:
+        raise RecordsError(f"{path}: not valid JSON ({err}); run 'dvc repro serialize'") from None
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise RecordsError(
+            f"{path}: schema version {data.get('schema_version')}, this code reads "
+            f"{SCHEMA_VERSION}; rerun 'dvc repro serialize'"
+        )
+    data["shards"] = [ShardInfo(**s) for s in data["shards"]]
+    return Manifest(**data)
+
+
+def check_manifest(
+    directory: Path | str, image_size: int | None = None, verify_hashes: bool = True
+) -> Manifest:
+    """Check a split folder against its manifest and return it.
+
+    Every listed shard must exist with its size (and SHA-256), no unlisted shard may
+    lie beside them, counts must add up and, when given, the image size must match.
+    """
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    where = directory / MANIFEST_FILE
+    rerun = "rerun 'dvc repro serialize' (or 'dvc pull')"
+    if image_size is not None and manifest.image_size != image_size:
+        raise RecordsError(
+            f"{where}: records hold {manifest.image_size}px images but the model expects "
+            f"{image_size}px (serialize.image_size); {rerun}"
+        )
+    listed = set(manifest.files)
+    stray = sorted(p.name for p in directory.glob(f"{shard_prefix(manifest.split)}*") if p.name not in listed)
+    if stray:
+        raise RecordsError(f"{directory}: shard files not in the manifest: {', '.join(stray)}; {rerun}")
+    for shard in manifest.shards:
+        path = directory / shard.file
+        if not is_shard_filename(shard.file):
+            raise RecordsError(f"{where}: bad shard name {shard.file!r}")
+        if not path.is_file():
+            raise RecordsError(f"{path}: listed in the manifest but missing; {rerun}")
+        if path.stat().st_size != shard.bytes:
+            raise RecordsError(
+                f"{path}: {path.stat().st_size} bytes, the manifest says {shard.bytes} "
+                f"(half-written or altered); {rerun}"
+            )
+        if verify_hashes and sha256_file(path) != shard.sha256:
+            raise RecordsError(f"{path}: SHA-256 differs from the manifest (altered); {rerun}")
+    total = sum(s.examples for s in manifest.shards)
+    if total != manifest.examples:
+        raise RecordsError(f"{where}: shards hold {total} examples, the manifest says {manifest.examples}")
+    return manifest

@@ -1,0 +1,1 @@
+"""The embedded default dataset: procedurally rendered chips in Kaggle's layout."""

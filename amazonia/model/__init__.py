@@ -1,0 +1,1 @@
+"""The network, its tf.data input pipeline, training, metrics and evaluation."""

@@ -1,0 +1,106 @@
+"""Evaluating a trained model: thresholds tuned on val, scores on test, against a baseline.
+
+Ground thresholds are tuned on the val split; the same tuning is applied to the
+baseline (majority weather, each ground label scored by its training frequency),
+so the comparison is fair. Everything here is a pure function of the model and the
+records: the same model and data give the same bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from amazonia.data.labels import LABELS_GROUND, LABELS_WEATHER
+from amazonia.data.records.manifest import check_manifest
+from amazonia.model.input_pipeline import load_split
+from amazonia.model.metrics import (
+    prior_scores,
+    score,
+    tune_thresholds,
+    weather_confusion,
+    weather_confusion_matrix,
+)
+from amazonia.model.names import OUTPUT_GROUND, OUTPUT_WEATHER
+
+PREDICT_BATCH = 64
+BASELINE_WHAT = "majority weather; each ground label scored by its training frequency"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What the evaluate stage writes: thresholds, the metrics file, two plot tables."""
+
+    thresholds: dict[str, dict[str, float]]
+    metrics: dict
+    weather_confusion_csv: str
+    ground_f2_csv: str
+
+
+def predict_split(model: keras.Model, split_dir: Path | str, image_size: int) -> tuple[np.ndarray, ...]:
+    """``(weather_true, ground_true, weather_prob, ground_prob)`` over a whole split, in record order."""
+    data, _ = load_split(split_dir, image_size, batch_size=PREDICT_BATCH, cache=False)
+    truths_w, truths_g, probs_w, probs_g = [], [], [], []
+    for images, labels in data:
+        outputs = model(images, training=False)
+        truths_w.append(labels[OUTPUT_WEATHER].numpy())
+        truths_g.append(labels[OUTPUT_GROUND].numpy())
+        probs_w.append(np.asarray(outputs[OUTPUT_WEATHER]))
+        probs_g.append(np.asarray(outputs[OUTPUT_GROUND]))
+    return tuple(np.concatenate(parts) for parts in (truths_w, truths_g, probs_w, probs_g))
+
+
+def evaluate_model(model: keras.Model, records_dir: Path | str, image_size: int) -> Evaluation:
+    """Tune thresholds on ``records_dir/val``, score on ``records_dir/test``, compare with the baseline."""
+    records_dir = Path(records_dir)
+    val = predict_split(model, records_dir / "val", image_size)
+    test = predict_split(model, records_dir / "test", image_size)
+    thresholds = tune_thresholds(*val)
+    results = score(*test, thresholds)
+
+    train = check_manifest(records_dir / "train", image_size, verify_hashes=False)
+    weather_freq = np.array([train.label_counts[t] for t in LABELS_WEATHER]) / train.examples
+    ground_freq = np.array([train.label_counts[t] for t in LABELS_GROUND]) / train.examples
+    prior_val = prior_scores(len(val[0]), weather_freq, ground_freq)
+    prior_test = prior_scores(len(test[0]), weather_freq, ground_freq)
+    prior = score(*test[:2], *prior_test, tune_thresholds(*val[:2], *prior_val))
+
+    metrics = {
+        "test_images": len(test[0]),
+        **results,
+        "weather_confusion": {
+            "labels": list(LABELS_WEATHER),
+            "matrix": weather_confusion_matrix(test[0], test[2]),
+        },
+        "baseline": {
+            "f2": prior["f2"],
+            "weather_accuracy": prior["weather_accuracy"],
+            "weather_macro_f1": prior["weather_macro_f1"],
+            "what": BASELINE_WHAT,
+        },
+        "gain_over_baseline": {
+            "f2": round(results["f2"] - prior["f2"], 4),
+            "weather_accuracy": round(results["weather_accuracy"] - prior["weather_accuracy"], 4),
+        },
+    }
+    per_label = [{"label": name, "f2": m["f2"]} for name, m in results["ground"].items()]
+    return Evaluation(
+        thresholds={"ground": dict(zip(LABELS_GROUND, map(float, thresholds)))},
+        metrics=metrics,
+        weather_confusion_csv=to_csv(weather_confusion(test[0], test[2])),
+        ground_f2_csv=to_csv(per_label),
+    )
+
+
+def to_csv(rows: list[dict]) -> str:
+    """Rows of one shape as CSV text with a header, ``\\n`` line ends."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()

@@ -1,0 +1,1 @@
+"""A TF Serving-compatible REST server over the exported SavedModels."""
