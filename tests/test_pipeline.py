@@ -1,5 +1,6 @@
 """The data stages under real ``dvc repro`` in throw-away git repositories."""
 
+import json
 import os
 import signal
 import subprocess
@@ -7,6 +8,7 @@ import time
 
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
 from amazonia.data.kaggle import image_path
@@ -56,7 +58,7 @@ def test_changes_rerun_only_what_depends_on_them(project):
     assert repro(project) == SERIALIZE
     assert check_manifest(project / "data/tfrecords/train").image_size == 24
 
-    with (project / "amazonia/labels.py").open("a") as handle:
+    with (project / "amazonia/data/labels.py").open("a") as handle:
         handle.write("\n# an edit to the labels module\n")
     assert repro(project) == {"encode_labels", *SERIALIZE}
 
@@ -70,7 +72,12 @@ def test_changes_rerun_only_what_depends_on_them(project):
 
 def test_kill_during_serialize_leaves_nothing_half_written(project):
     set_params(
-        project, {"data": {"n_images": 600}, "serialize": {"image_size": 64, "shard_mb": 0.02, "workers": 1}}
+        project,
+        {
+            "data": {"n_images": 600},
+            "serialize": {"image_size": 64, "shard_mb": 0.02},
+            "runtime": {"workers": 1},
+        },
     )
     run([DVC, "repro", "encode_labels"], project)
     out = project / "data/tfrecords"
@@ -153,3 +160,48 @@ def test_bad_tags_stop_encode_labels_naming_the_row(tiny_pipeline, tmp_path):
     assert result.returncode == 1
     assert "data/raw/train_v2.csv, row 5 (train_3): unknown tag(s) volcano" in result.stderr
     assert (repo / "data/labels/labels.csv").read_bytes() == before
+
+
+def data_stage_outputs(repo) -> dict[str, list[tuple[str, str]]]:
+    """``dvc.lock``'s recorded outputs (path, md5) of the data stages."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    return {name: [(o["path"], o["md5"]) for o in lock[name]["outs"]] for name in sorted(DATA_STAGES)}
+
+
+def test_data_stages_give_the_same_bytes_whatever_the_hash_seed_and_workers(project):
+    """The promise a teammate's ``dvc pull`` and the run-cache rely on: same inputs, same bytes."""
+    run([DVC, "repro", *sorted(SERIALIZE)], project, env_extra={"PYTHONHASHSEED": "1"})
+    first = data_stage_outputs(project)
+    samples = (project / "metrics/samples.png").read_bytes()
+    set_params(project, {"runtime": {"workers": 1}})
+    run([DVC, "repro", "--force", *sorted(SERIALIZE)], project, env_extra={"PYTHONHASHSEED": "2"})
+    assert data_stage_outputs(project) == first
+    assert (project / "metrics/samples.png").read_bytes() == samples
+    manifests = [json.loads((project / "data/tfrecords" / s / "manifest.json").read_text()) for s in SPLITS]
+    assert all(m["examples"] > 0 for m in manifests)
+
+
+def test_a_code_change_that_keeps_the_outputs_stops_at_its_stage(pipeline_copy):
+    """Early cutoff: serialize reruns, its outputs are byte-identical, so train does not."""
+    repo = pipeline_copy
+    with (repo / "stages/serialize.py").open("a") as handle:
+        handle.write("\n# a comment changes the script's hash, not its outputs\n")
+    assert ran_stages(run([DVC, "repro"], repo).stdout) == SERIALIZE
+    assert run([DVC, "status", "-q"], repo, check=False).returncode == 0
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"split": {"val": 0}}, "split.val is 0, which leaves the val split empty"),
+        ({"split": {"test": 0}}, "split.test is 0, which leaves the test split empty"),
+        ({"data": {"n_images": 3}}, "leave no examples in split(s)"),
+    ],
+)
+def test_degenerate_splits_are_refused_before_anything_trains(project, params, message):
+    set_params(project, params)
+    result = run([DVC, "repro", "encode_labels"], project, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (project / "data/labels/labels.csv").exists()

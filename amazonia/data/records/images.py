@@ -6,16 +6,20 @@ Pure PIL, no TensorFlow: this runs in the serialize stage's worker processes.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from amazonia.common.errors import AmazoniaError
 
 # Real chips are 256x256; anything this large is a corrupt header or an attack.
 Image.MAX_IMAGE_PIXELS = 8192 * 8192
+
+
+_OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
 
 
 class BadImageError(AmazoniaError):
@@ -63,7 +67,7 @@ def prepare_chip_bytes(data: bytes, size: int, quality: int = 90) -> PreparedChi
         Image.DecompressionBombError,
         Image.DecompressionBombWarning,
     ) as err:
-        raise BadImageError(f"not a readable image: {err}") from None
+        raise BadImageError(f"not a readable image: {describe_decode_error(err)}") from None
     if verbatim:
         return PreparedChip(jpeg=data, converted_from=None)
     if image.mode != "RGB":
@@ -75,6 +79,15 @@ def prepare_chip_bytes(data: bytes, size: int, quality: int = 90) -> PreparedChi
     image.save(buffer, format="JPEG", quality=quality)
     converted = None if kind == "JPEG/RGB" else kind
     return PreparedChip(jpeg=buffer.getvalue(), converted_from=converted)
+
+
+def describe_decode_error(err: Exception) -> str:
+    """PIL's message without what differs between runs: the reason lands in manifest.json,
+    which must be the same bytes for the same chips. PIL names the stream it read
+    (``<_io.BytesIO object at 0x7f...>``), an address that changes every run."""
+    if isinstance(err, UnidentifiedImageError):
+        return "not a format PIL can identify"
+    return _OBJECT_REPR.sub("<data>", str(err)) or type(err).__name__
 
 
 def prepare_chip_job(job: tuple[str, int, int]) -> tuple[PreparedChip | None, str | None]:
