@@ -69,7 +69,8 @@ def imported_modules(path: Path) -> set[str]:
             found.update(a.name for a in node.names if a.name.split(".")[0] == PACKAGE)
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == PACKAGE:
             found.add(node.module)
-            found.update(f"{node.module}.{a.name}" for a in node.names if module_file(f"{node.module}.{a.name}"))
+            submodules = (f"{node.module}.{a.name}" for a in node.names)
+            found.update(m for m in submodules if module_file(m))
     return found
 
 
@@ -165,7 +166,8 @@ def unread_params(stage: Stage) -> list[str]:
         if "." in key:
             unread.append(key)
         else:
-            unread.extend(f"{key}.{f}" for f in getattr(Params(), key).model_dump() if f"{key}.{f}" not in read)
+            fields = (f"{key}.{f}" for f in getattr(Params(), key).model_dump())
+            unread.extend(f for f in fields if f not in read)
     return unread
 
 
@@ -202,7 +204,8 @@ def test_the_check_fails_when_a_dep_or_a_param_line_is_removed() -> None:
     assert undeclared_params(narrowed) == ["serialize.image_size"]
     encode = STAGES["encode_labels"]
     widened = Stage(**{**encode.__dict__, "params": (*encode.params, "serialize.image_size", "data")})
-    assert unread_params(widened) == ["serialize.image_size", *(f"data.{k}" for k in Params().data.model_dump())]
+    data_keys = [f"data.{k}" for k in Params().data.model_dump()]
+    assert unread_params(widened) == ["serialize.image_size", *data_keys]
 
 
 def test_package_inits_are_docstrings_and_only_stages_read_params() -> None:
