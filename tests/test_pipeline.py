@@ -205,3 +205,16 @@ def test_degenerate_splits_are_refused_before_anything_trains(project, params, m
     assert message in result.stderr + result.stdout
     assert "Traceback" not in result.stderr + result.stdout
     assert not (project / "data/labels/labels.csv").exists()
+
+
+def test_evaluate_gives_the_same_bytes_for_the_same_model_and_data(pipeline_copy):
+    repo = pipeline_copy
+    outputs = [
+        "metrics/eval.json",
+        "models/thresholds.json",
+        *sorted(str(p.relative_to(repo)) for p in (repo / "metrics/eval").glob("*.csv")),
+    ]
+    before = {path: (repo / path).read_bytes() for path in outputs}
+    run([DVC, "repro", "--force", "--single-item", "evaluate"], repo, env_extra={"PYTHONHASHSEED": "3"})
+    assert {path: (repo / path).read_bytes() for path in outputs} == before
+    assert ran_stages(run([DVC, "repro"], repo).stdout) == set(), "same outputs: nothing downstream reruns"
