@@ -3,6 +3,7 @@ git + DVC repositories in which tests run real ``dvc repro``."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -42,12 +43,34 @@ def tool_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run(args: list[str], cwd: Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+def run(
+    args: list[str], cwd: Path, check: bool = True, env_extra: dict[str, str] | None = None, **kwargs
+) -> subprocess.CompletedProcess:
     """Run a command, returning its output; on an unexpected failure show it all."""
-    result = subprocess.run(args, cwd=cwd, env=tool_env(), capture_output=True, text=True, **kwargs)
+    env = tool_env(**(env_extra or {}))
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, **kwargs)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def run_python(code: str, *args: object, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter of this virtualenv (``sys.argv[1:]`` = ``args``),
+    with extra environment ``env`` (e.g. ``PYTHONHASHSEED``); fails showing its output."""
+    command = [sys.executable, "-c", code, *map(str, args)]
+    result = subprocess.run(command, cwd=cwd, env=tool_env(**env), capture_output=True, text=True)
+    if result.returncode != 0:
+        raise AssertionError(f"python -c ... exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def file_digests(root: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``root``, by path relative to it."""
+    return {
+        path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
 
 
 def set_params(repo: Path, updates: dict) -> None:
@@ -64,10 +87,20 @@ def ran_stages(output: str) -> set[str]:
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
 
 
+REFERENCE_FILES = ("KagglePlanetMCML.csv", "train_v2_head.csv")
+
+
 @pytest.fixture(scope="session")
 def reference() -> Path:
-    if not (REFERENCE / "KagglePlanetMCML.csv").is_file():
-        pytest.fail(f"reference data not found at {REFERENCE} (expected ../shared/reference beside the repo)")
+    """The article's rows, kept outside the repository in ``../shared/reference/``.
+
+    A clone with nothing beside it skips the tests that need them; a folder that is
+    there but incomplete is an error, not a reason to skip."""
+    if not REFERENCE.is_dir():
+        pytest.skip(f"reference data folder {REFERENCE} not found (../shared/reference beside the repo)")
+    missing = [name for name in REFERENCE_FILES if not (REFERENCE / name).is_file()]
+    if missing:
+        pytest.fail(f"{REFERENCE} lacks {', '.join(missing)}")
     return REFERENCE
 
 

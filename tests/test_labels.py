@@ -53,17 +53,29 @@ def test_split_is_stable_when_images_are_added():
     assert shares["val"] == pytest.approx(0.1, abs=0.02)
 
 
+# Enough rows for every split to get some (encode_tags refuses an empty split).
+CLEAR_ROWS = "".join(f"train_{i},clear primary\n" for i in range(60))
+
+
 def test_missing_weather_is_dropped_and_counted(tmp_path):
-    encoded = encode_text(tmp_path, "image_name,tags\ntrain_0,clear primary\ntrain_24448,water\n")
-    assert list(encoded.table["image_name"]) == ["train_0"]
+    encoded = encode_text(tmp_path, f"image_name,tags\n{CLEAR_ROWS}train_24448,water\n")
+    assert list(encoded.table["image_name"]) == [f"train_{i}" for i in range(60)]
     assert encoded.dropped == [{"image_name": "train_24448", "reason": "no weather tag"}]
 
 
 def test_missing_weather_error_names_the_row(tmp_path):
-    with pytest.raises(LabelError, match=r"row 3 \(train_24448\).*labels.missing_weather"):
-        encode_text(
-            tmp_path, "image_name,tags\ntrain_0,clear primary\ntrain_24448,water\n", missing_weather="error"
-        )
+    with pytest.raises(LabelError, match=r"row 62 \(train_24448\).*labels.missing_weather"):
+        encode_text(tmp_path, f"image_name,tags\n{CLEAR_ROWS}train_24448,water\n", missing_weather="error")
+
+
+def test_an_empty_split_is_refused_naming_the_param(tmp_path):
+    with pytest.raises(
+        LabelError,
+        match=r"train_v2.csv: 2 encoded row\(s\) leave no examples in split\(s\) .*split\.val = 0\.1",
+    ):
+        encode_text(tmp_path, "image_name,tags\ntrain_0,clear primary\ntrain_1,haze\n")
+    with pytest.raises(LabelError, match=r"all 1 row\(s\) were dropped for having no weather tag"):
+        encode_text(tmp_path, "image_name,tags\ntrain_24448,water\n")
 
 
 @pytest.mark.parametrize(

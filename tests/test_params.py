@@ -33,7 +33,11 @@ def test_the_projects_params_are_valid():
             r"labels.missing_weather: Input should be 'drop' or 'error'",
         ),
         ({"serialize": {"on_bad_image": "retry"}}, r"serialize.on_bad_image"),
-        ({"serialize": {"workers": -1}}, r"serialize.workers: Input should be greater than or equal to 0"),
+        ({"runtime": {"workers": -1}}, r"runtime.workers: Input should be greater than or equal to 0"),
+        # runtime settings live in their own section, which no stage declares as a param
+        ({"serialize": {"workers": 2}}, r"serialize.workers: unknown key"),
+        ({"split": {"val": 0.0}}, r"split: split.val is 0, which leaves the val split empty"),
+        ({"split": {"test": 0.0}}, r"split: split.test is 0, which leaves the test split empty"),
         ({"datum": {}}, r"datum: unknown key"),
     ],
 )

@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 import shutil
 
 import numpy as np
@@ -23,17 +24,21 @@ from amazonia.data.records.schema import (
 )
 from amazonia.data.records.writer import write_split
 from amazonia.data.synthetic.generate import generate_dataset
+from tests.conftest import file_digests, run_python
+
+N_CHIPS = 140  # write_split uses a process pool from 64 chips on, in chunks of 128: two chunks
 
 
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory):
     root = tmp_path_factory.mktemp("raw")
-    generate_dataset(root, 40, seed=3, workers=1)
+    generate_dataset(root, N_CHIPS, seed=3, workers=1)
     return root
 
 
 def labelled(raw):
-    return encode_tags(read_tags_csv(raw / "train_v2.csv"), val=0.0, test=0.0).table
+    """Every row of ``raw``, encoded (write_split ignores the split column)."""
+    return encode_tags(read_tags_csv(raw / "train_v2.csv"), val=0.2, test=0.2).table
 
 
 def corrupt_some(raw, tmp_path):
@@ -66,7 +71,7 @@ def test_shards_and_manifest_agree(raw, tmp_path):
     rows = labelled(raw)
     out = tmp_path / "train"
     manifest = write_split(rows, raw, out, split="train", image_size=32, shard_mb=0.01, workers=2)
-    assert manifest.examples == len(rows) == 40
+    assert manifest.examples == len(rows) == N_CHIPS
     total = len(manifest.shards)
     assert total > 1
     assert [s.file for s in manifest.shards] == [
@@ -74,7 +79,7 @@ def test_shards_and_manifest_agree(raw, tmp_path):
     ]
     assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST_FILE, *manifest.files])
     assert sum(s.examples for s in manifest.shards) == manifest.examples
-    assert check_manifest(out, image_size=32).examples == 40
+    assert check_manifest(out, image_size=32).examples == N_CHIPS
 
     records = read_records(out, manifest)
     assert [r[FEATURE_NAME].decode() for r in records] == list(rows["image_name"])
@@ -99,8 +104,18 @@ def test_bad_chips_are_converted_or_skipped_and_listed(raw, tmp_path):
     rows = labelled(root)
     out = tmp_path / "train"
     manifest = write_split(rows, root, out, split="train", image_size=32, shard_mb=16, workers=2)
-    assert {s["image_name"] for s in manifest.skipped} == {"train_4", "train_5"}
-    assert all("not a readable image" in s["reason"] for s in manifest.skipped)
+    reasons = {s["image_name"]: s["reason"] for s in manifest.skipped}
+    assert set(reasons) == {"train_4", "train_5"}
+    # The whole reason: it lands in manifest.json, a DVC output that must be the same bytes
+    # on every run, so no object address (PIL names the BytesIO it read) and no path.
+    assert reasons["train_5"] == "not a readable image: not a format PIL can identify"
+    # the byte count depends on the chip the renderer drew, not on the run
+    assert re.fullmatch(
+        r"not a readable image: image file is truncated \(\d+ bytes not processed\)", reasons["train_4"]
+    )
+    text = (out / MANIFEST_FILE).read_text()
+    assert not re.search(r"0x[0-9a-fA-F]{4,}", text), text
+    assert str(tmp_path) not in text and str(root) not in text
     assert {c["image_name"]: c["from"] for c in manifest.converted} == {
         "train_1": "JPEG/L",
         "train_2": "PNG/RGBA",
@@ -167,3 +182,30 @@ def test_missing_stray_and_size_mismatch_are_refused(written):
     (written / MANIFEST_FILE).unlink()
     with pytest.raises(RecordsError, match="manifest.json: missing"):
         check_manifest(written)
+
+
+WRITE_SPLIT = """
+import sys
+from pathlib import Path
+
+from amazonia.data.labels import encode_tags, read_tags_csv
+from amazonia.data.records.writer import write_split
+
+raw, out, workers = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+rows = encode_tags(read_tags_csv(raw / "train_v2.csv"), val=0.2, test=0.2).table
+write_split(rows, raw, out, split="train", image_size=32, shard_mb=0.01, workers=workers)
+"""
+
+
+def test_the_same_split_is_the_same_bytes_whatever_the_process_hash_seed_and_workers(raw, tmp_path):
+    """DVC caches serialize's outputs by content: two runs over the same chips must write
+    byte-identical shards and manifest.json, skipped chips' reasons included."""
+    root = corrupt_some(raw, tmp_path)
+    for name, hash_seed, workers in (("a", "1", 1), ("b", "2", 2)):
+        run_python(WRITE_SPLIT, root, tmp_path / name, workers, cwd=tmp_path, PYTHONHASHSEED=hash_seed)
+    first, second = file_digests(tmp_path / "a"), file_digests(tmp_path / "b")
+    assert MANIFEST_FILE in first and len(first) > 2
+    assert first == second
+    manifest = json.loads((tmp_path / "a" / MANIFEST_FILE).read_text())
+    assert {s["image_name"] for s in manifest["skipped"]} == {"train_4", "train_5"}
+    assert manifest["examples"] + len(manifest["skipped"]) == N_CHIPS

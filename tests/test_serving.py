@@ -25,6 +25,7 @@ import requests
 from PIL import Image
 
 from amazonia.cli import main
+from amazonia.client.predict import predict_files
 from amazonia.data.kaggle import IMAGE_DIR
 from amazonia.data.labels import LABELS_GROUND, LABELS_WEATHER, label_map
 from amazonia.data.synthetic.generate import generate_dataset
@@ -40,6 +41,7 @@ from amazonia.export.saved_model import (
 )
 from amazonia.model.names import OUTPUT_GROUND, OUTPUT_WEATHER
 from amazonia.model.network import build_model
+from tests.conftest import run_python
 
 BIN = Path(sys.executable).parent
 MODEL = "PlanetModel"
@@ -47,7 +49,9 @@ SIZE = 32
 MAX_BODY_MB = 0.5  # small, so that 413 is cheap to provoke; the 32 px payloads are ~60 KB
 POLL_SECONDS = 0.3
 START_TIMEOUT_S = 120
-THRESHOLDS = {"ground": {label: 0.5 for label in LABELS_GROUND}}
+# A different threshold per label, so that a label/threshold mix-up anywhere (export, assets,
+# client) changes which ground tags come out.
+THRESHOLDS = {"ground": {label: round(0.05 + 0.07 * i, 2) for i, label in enumerate(LABELS_GROUND)}}
 TOLERANCE = 1e-5
 
 
@@ -379,16 +383,23 @@ BAD_REQUESTS = {
         {"signature_name": SIGNATURE_BYTES, "instances": [{"b64": base64.b64encode(b"no image").decode()}]},
         "Unknown image file format",
     ),
-    "invalid base64": ({"signature_name": SIGNATURE_BYTES, "instances": [{"b64": "%%%"}]}, "base64"),
+    "invalid base64": (
+        {"signature_name": SIGNATURE_BYTES, "instances": [{"b64": "%%%"}]},
+        "Unable to base64 decode",
+    ),
     "number where bytes needed": ({"signature_name": SIGNATURE_BYTES, "instances": [5]}, "Type: Number"),
-    "deeply nested": ("[" * 100_000 + "]" * 100_000, "JSON Parse error"),
-    "deeply nested instances": ('{"instances": ' + "[" * 5000 + "]" * 5000 + "}", ""),
+    "deeply nested": ("[" * 100_000 + "]" * 100_000, "JSON Parse error: The document is nested too deeply"),
+    "deeply nested instances": (
+        '{"instances": ' + "[" * 5000 + "]" * 5000 + "}",
+        "JSON Parse error: The document is nested too deeply",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_REQUESTS))
 def test_bad_requests_are_400_with_tf_servings_error_body(server: Server, case: str) -> None:
     body, message = BAD_REQUESTS[case]
+    assert message, "an empty expected message would check nothing"
     data = body if isinstance(body, str) else json.dumps(body)
     response = server.post(":predict", data=data.encode(), headers={"Content-Type": "application/json"})
     assert response.status_code == 400, response.text
@@ -542,6 +553,8 @@ def test_predict_prints_one_line_per_image(server: Server, exported: Exported) -
         assert line.startswith(f"{chip}: ")
         assert line.split(": ", 1)[1].split(" ")[0] in LABELS_WEATHER
         assert "; ground: " in line
+    # The same tags as the JSON output, which the next test checks against the thresholds.
+    assert lines == [tagged.describe() for tagged in predict_files(chips, server.model_url)]
 
 
 def test_predict_json_matches_the_server_and_thresholds(
@@ -558,13 +571,24 @@ def test_predict_json_matches_the_server_and_thresholds(
         weather = prediction[OUTPUT_WEATHER]
         best = int(np.argmax(weather))
         assert result["weather"] == {"tag": LABELS_WEATHER[best], "probability": weather[best]}
-        on = {label for label, p in zip(LABELS_GROUND, prediction[OUTPUT_GROUND]) if p >= 0.5}
-        assert {g["tag"] for g in result["ground"]} == on
-        assert result["tags"][0] == LABELS_WEATHER[best]
+        ground = dict(zip(LABELS_GROUND, prediction[OUTPUT_GROUND]))
+        on = {label for label, p in ground.items() if p >= THRESHOLDS["ground"][label]}
+        assert [g["tag"] for g in result["ground"]] == sorted(on, key=lambda label: -ground[label])
+        for tag in result["ground"]:
+            assert tag["probability"] == ground[tag["tag"]]
+            assert tag["threshold"] == THRESHOLDS["ground"][tag["tag"]]
+        assert result["tags"] == [LABELS_WEATHER[best], *(g["tag"] for g in result["ground"])]
+        assert result["scores"] == {
+            OUTPUT_WEATHER: dict(zip(LABELS_WEATHER, weather)),
+            OUTPUT_GROUND: ground,
+        }
+        # These chips tell a mix-up apart: thresholds taken in reverse label order tag them otherwise.
+        mixed_up = dict(zip(LABELS_GROUND, reversed(THRESHOLDS["ground"].values())))
+        assert on != {label for label, p in ground.items() if p >= mixed_up[label]}
 
 
 def test_predict_reads_assets_from_model_dir_when_the_server_has_none(
-    server: Server, exported: Exported, capsys: pytest.CaptureFixture[str]
+    server: Server, exported: Exported, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Real TF Serving has no assets endpoint: --model-dir reads assets.extra/ instead.
     assert (exported.base_path / "1" / ASSETS_EXTRA).is_dir()
@@ -575,6 +599,17 @@ def test_predict_reads_assets_from_model_dir_when_the_server_has_none(
     assert main([*args, "--model-dir", str(exported.base_path)]) == 0
     assert json.loads(capsys.readouterr().out) == from_server
 
+    # Proof that --model-dir is what is read: a copy whose thresholds differ from the server's.
+    copy = tmp_path / MODEL
+    shutil.copytree(exported.base_path, copy)
+    every_ground_tag = {"ground": dict.fromkeys(LABELS_GROUND, 0.0)}
+    (copy / "1" / ASSETS_EXTRA / "thresholds.json").write_text(json.dumps(every_ground_tag))
+    assert main([*args, "--model-dir", str(copy)]) == 0
+    (from_disk,) = json.loads(capsys.readouterr().out)
+    assert {g["tag"] for g in from_disk["ground"]} == set(LABELS_GROUND)
+    assert {g["threshold"] for g in from_disk["ground"]} == {0.0}
+    assert from_disk["scores"] == from_server[0]["scores"]
+
 
 def test_predict_missing_file_is_a_one_line_error(
     server: Server, exported: Exported, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -583,8 +618,10 @@ def test_predict_missing_file_is_a_one_line_error(
     assert main(["predict", str(exported.chips[0]), str(missing), "--url", server.model_url]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err.count("\n") == 1
-    assert captured.err.startswith("error: ") and str(missing) in captured.err
+    lines = captured.err.splitlines()
+    errors = [line for line in lines if line.startswith("error:")]
+    assert errors == lines[-1:] and "Traceback" not in captured.err, captured.err
+    assert errors[0].startswith(f"error: {missing}: cannot read it")
 
 
 def test_predict_unreachable_server_is_a_one_line_error(exported: Exported) -> None:
@@ -595,8 +632,40 @@ def test_predict_unreachable_server_is_a_one_line_error(exported: Exported) -> N
     )  # fmt: skip
     assert result.returncode == 1
     assert result.stdout == ""
-    assert result.stderr.count("\n") == 1
-    assert (
-        result.stderr.startswith("error: cannot reach the model server")
-        and "Connection refused" in result.stderr
+    # Whatever else lands on stderr (a library's start-up noise), the error is one line,
+    # the last, and no traceback.
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    errors = [line for line in lines if line.startswith("error:")]
+    assert errors == lines[-1:], result.stderr
+    assert errors[0].startswith(
+        f"error: cannot reach the model server at {url}/metadata (Connection refused)"
     )
+
+
+# Modules a client (or the serving contract's readers) imports: no TensorFlow, no Keras.
+LIGHT_MODULES = ("amazonia.client.predict", "amazonia.export.contract", "amazonia.model.names")
+HEAVY = ("tensorflow", "keras", "tf_keras")
+
+
+def heavy_imports_after(code: str, cwd: Path) -> list[str]:
+    """The HEAVY packages a fresh interpreter has loaded once it has run ``code``."""
+    report = (
+        "import json, sys\n"
+        f"print(json.dumps(sorted({{name.split('.')[0] for name in sys.modules}} & {set(HEAVY)!r})))\n"
+    )
+    return json.loads(run_python(f"{code}\n{report}", cwd=cwd).stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("module", LIGHT_MODULES)
+def test_light_modules_import_without_tensorflow(module: str, tmp_path: Path) -> None:
+    assert heavy_imports_after(f"import {module}", tmp_path) == []
+
+
+def test_predict_command_runs_without_tensorflow(exported: Exported, tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{_free_port()}/v1/models/{MODEL}"
+    code = (
+        "from amazonia.cli import main\n"
+        f"assert main(['predict', {str(exported.chips[0])!r}, '--url', {url!r}]) == 1\n"
+    )
+    assert heavy_imports_after(code, tmp_path) == []

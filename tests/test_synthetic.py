@@ -1,4 +1,3 @@
-import hashlib
 import io
 import json
 from collections import Counter
@@ -11,6 +10,7 @@ from PIL import Image
 from amazonia.data.kaggle import image_path
 from amazonia.data.labels import ALL_LABELS, LABELS_WEATHER, read_tags_csv
 from amazonia.data.synthetic.generate import generate_dataset, render_jpeg, sample_tag_sets
+from tests.conftest import file_digests, run_python
 
 
 def reference_frequencies(reference) -> dict[str, float]:
@@ -54,31 +54,61 @@ def test_chips_are_deterministic_real_jpegs():
     assert pixels.std() > 5  # texture, not a solid colour
 
 
-def test_generated_folder_is_kaggles_layout_and_independent_of_workers(tmp_path):
-    generate_dataset(tmp_path / "a", 12, seed=9, workers=1)
-    generate_dataset(tmp_path / "b", 12, seed=9, workers=2)
-    table = read_tags_csv(tmp_path / "a" / "train_v2.csv")
+def test_generated_folder_is_kaggles_layout(tmp_path):
+    tag_sets = generate_dataset(tmp_path, 12, seed=9, workers=1)
+    table = read_tags_csv(tmp_path / "train_v2.csv")
     assert list(table.columns) == ["image_name", "tags"]
     assert list(table["image_name"]) == [f"train_{i}" for i in range(12)]
-    for name in table["image_name"]:
-        digest = [hashlib.sha256(image_path(tmp_path / d, name).read_bytes()).hexdigest() for d in "ab"]
-        assert digest[0] == digest[1]
-    assert (tmp_path / "a" / "train_v2.csv").read_text() == (tmp_path / "b" / "train_v2.csv").read_text()
+    assert [tuple(t.split()) for t in table["tags"]] == tag_sets
+    for i, (name, tags) in enumerate(zip(table["image_name"], tag_sets)):
+        assert image_path(tmp_path, name).read_bytes() == render_jpeg(i, tags, seed=9)
+    assert {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.jpg")} == {
+        image_path(tmp_path, n).relative_to(tmp_path).as_posix() for n in table["image_name"]
+    }
+
+
+GENERATE = """
+import sys
+
+from amazonia.data.synthetic.generate import generate_dataset
+
+generate_dataset(sys.argv[1], int(sys.argv[2]), seed=9, workers=int(sys.argv[3]))
+"""
+
+
+def test_generated_folder_is_the_same_bytes_whatever_the_process_hash_seed_and_workers(tmp_path):
+    """The ingest stage's output is cached by content: chips and train_v2.csv must not
+    depend on the process (hash seed) or on how chips are spread over workers."""
+    n = 70  # the pool hands out chunks of 32 chips: three chunks for two workers
+    for name, hash_seed, workers in (("a", "1", 1), ("b", "2", 2)):
+        run_python(GENERATE, tmp_path / name, n, workers, cwd=tmp_path, PYTHONHASHSEED=hash_seed)
+    first, second = file_digests(tmp_path / "a"), file_digests(tmp_path / "b")
+    assert len(first) == n + 1  # the chips and train_v2.csv
+    assert first == second
+
+
+def weather_stats(weather: str) -> tuple[float, float]:
+    """Mean brightness and mean contrast (pixel standard deviation) of 12 chips."""
+    ground = () if weather == "cloudy" else ("primary",)
+    chips = [
+        np.asarray(Image.open(io.BytesIO(render_jpeg(i, (weather, *ground), seed=0))), dtype=float)
+        for i in range(12)
+    ]
+    return float(np.mean([c.mean() for c in chips])), float(np.mean([c.std() for c in chips]))
 
 
 @pytest.mark.parametrize("weather", LABELS_WEATHER)
 def test_weather_leaves_visible_evidence(weather):
-    """Cloud and haze brighten and flatten a chip; clear does not."""
-    ground = () if weather == "cloudy" else ("primary",)
-    stats = []
-    for i in range(12):
-        pixels = np.asarray(Image.open(io.BytesIO(render_jpeg(i, (weather, *ground), seed=0))), dtype=float)
-        stats.append(pixels.mean())
-    clear = [
-        np.asarray(Image.open(io.BytesIO(render_jpeg(i, ("clear", "primary"), seed=0))), dtype=float).mean()
-        for i in range(12)
-    ]
+    """Haze and overcast brighten and flatten a chip, scattered clouds brighten it and make
+    it patchy; clear does neither, so it is darker than every other weather."""
+    brightness, contrast = weather_stats(weather)
     if weather == "clear":
-        assert np.mean(stats) == pytest.approx(np.mean(clear))
+        others = {w: weather_stats(w)[0] for w in LABELS_WEATHER if w != "clear"}
+        assert all(brightness < b - 10 for b in others.values()), (brightness, others)
+        return
+    clear_brightness, clear_contrast = weather_stats("clear")
+    assert brightness > clear_brightness + 10, (weather, brightness, clear_brightness)
+    if weather == "partly_cloudy":
+        assert contrast > 2 * clear_contrast, (weather, contrast, clear_contrast)
     else:
-        assert np.mean(stats) > np.mean(clear) + 10, weather
+        assert contrast < clear_contrast - 3, (weather, contrast, clear_contrast)
