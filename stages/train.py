@@ -1,7 +1,8 @@
 """Stage train: TFRecords -> models/model.keras, logged per epoch with DVCLive.
 
-Resumes from models/checkpoints/ after a kill (same params and data), else starts
-from scratch. Deterministic for a given train.seed on a given machine.
+Resumes from models/checkpoints/ after a kill (same params, data and code), else
+starts from scratch; a resumed run ends with the weights of an uninterrupted one.
+Deterministic for a given train.seed on a given machine.
 """
 
 import keras
@@ -13,9 +14,18 @@ from amazonia.common.files import TEMP_PREFIX
 from amazonia.common.params import load_params
 from amazonia.common.paths import CHECKPOINT_DIR, MODEL_KERAS, RECORDS_DIR, TRAIN_LIVE_DIR
 from amazonia.common.stage import run_stage
-from amazonia.model.input_pipeline import load_split
+from amazonia.model.input_pipeline import batches_per_epoch, load_epochs, load_split
 from amazonia.model.network import build_model, compile_model
-from amazonia.model.training import EpochCheckpoint, clear_checkpoints, load_checkpoint, mark_complete
+from amazonia.model.training import (
+    EpochCheckpoint,
+    ReseedEachEpoch,
+    clear_checkpoints,
+    load_checkpoint,
+    mark_complete,
+    restore_live,
+    run_fingerprint,
+    shuffle_seeds,
+)
 
 
 def main() -> None:
@@ -24,23 +34,8 @@ def main() -> None:
     keras.utils.set_random_seed(train.seed)
     tf.config.experimental.enable_op_determinism()
 
-    train_data, train_manifest = load_split(
-        RECORDS_DIR / "train",
-        image_size,
-        batch_size=train.batch_size,
-        shuffle=True,
-        seed=train.seed,
-        cache=params.runtime.cache_decoded,
-    )
-    val_data, val_manifest = load_split(
-        RECORDS_DIR / "val", image_size, batch_size=train.batch_size, cache=params.runtime.cache_decoded
-    )
-    fingerprint = {
-        "params": train.model_dump(),
-        "image_size": image_size,
-        "data": [s.sha256 for s in train_manifest.shards + val_manifest.shards],
-    }
-
+    train_dir, val_dir = RECORDS_DIR / "train", RECORDS_DIR / "val"
+    fingerprint = run_fingerprint(train.model_dump(), image_size, [train_dir, val_dir], stage="train")
     resume = load_checkpoint(CHECKPOINT_DIR, fingerprint)
     if resume is None:
         clear_checkpoints(CHECKPOINT_DIR)
@@ -49,16 +44,35 @@ def main() -> None:
         initial_epoch = 0
     else:
         model, initial_epoch = resume.model, resume.initial_epoch
+        if resume.live is not None:
+            restore_live(resume.live, TRAIN_LIVE_DIR)
+
+    train_data, train_manifest = load_epochs(
+        train_dir,
+        image_size,
+        batch_size=train.batch_size,
+        epoch_seeds=shuffle_seeds(train.seed, range(initial_epoch, train.epochs)),
+        file_seed=train.seed,
+        cache=params.runtime.cache_decoded,
+    )
+    val_data, _ = load_split(
+        val_dir, image_size, batch_size=train.batch_size, cache=params.runtime.cache_decoded
+    )
 
     with Live(str(TRAIN_LIVE_DIR), dvcyaml=False, save_dvc_exp=False, resume=resume is not None) as live:
         live.step = initial_epoch
         model.fit(
             train_data,
+            steps_per_epoch=batches_per_epoch(train_manifest.examples, train.batch_size),
             validation_data=val_data,
             epochs=train.epochs,
             initial_epoch=initial_epoch,
-            callbacks=[DVCLiveCallback(live=live), EpochCheckpoint(CHECKPOINT_DIR, fingerprint)],
-            shuffle=False,  # the dataset shuffles, seeded
+            callbacks=[
+                ReseedEachEpoch(train.seed),
+                DVCLiveCallback(live=live),
+                EpochCheckpoint(CHECKPOINT_DIR, fingerprint, live_dir=TRAIN_LIVE_DIR),  # after DVCLive's
+            ],
+            shuffle=False,  # the dataset shuffles, seeded per epoch
             verbose=2,
         )
 

@@ -1,15 +1,12 @@
 """The model stages under real ``dvc repro``: what reruns, resume after kill -9, determinism."""
 
 import json
-import os
-import re
-import signal
-import subprocess
-import time
 
+import numpy as np
 import pytest
 
-from tests.conftest import BIN, ran_stages, run, set_params, tool_env
+from tests.conftest import BIN, ran_stages, run, set_params
+from tests.test_resume import first_epoch, folder_texts, kill_train_after, saved_arrays
 
 DVC = str(BIN / "dvc")
 MODEL_STAGES = {"train", "evaluate", "export", "smoke_check"}
@@ -59,37 +56,29 @@ def test_params_rerun_only_their_stages_and_training_is_deterministic(pipeline_c
 
 
 def test_training_resumes_after_kill(pipeline_copy):
+    """Killed by -9 after epoch k, ``dvc repro`` resumes at k + 1 and ends with the weights,
+    optimizer state and DVCLive curves of an uninterrupted run, bit for bit."""
     repo = pipeline_copy
-    set_params(repo, {"train": {"epochs": 40}})
+    set_params(repo, {"train": {"epochs": 20}})
     state = repo / "models/checkpoints/state.json"
-    proc = subprocess.Popen(
-        [DVC, "repro", "train"],
-        cwd=repo,
-        env=tool_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 180
-    while True:
-        assert proc.poll() is None, "training finished before it could be killed"
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        if (
-            state.is_file()
-            and json.loads(state.read_text()).get("epoch", 0) >= 2
-            and not json.loads(state.read_text())["complete"]
-        ):
-            break
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done = json.loads(state.read_text())["epoch"]
-    assert 2 <= done < 40
+    done = kill_train_after(repo, min_epoch=2)
+    assert 2 <= done < 20
 
     result = run([DVC, "repro"], repo)
-    first_epoch = int(re.search(r"^Epoch (\d+)/40", result.stdout, re.M).group(1))
-    assert first_epoch == done + 1, "training should resume after the last finished epoch"
+    assert first_epoch(result.stdout) == done + 1, "training should resume after the last finished epoch"
     final = json.loads(state.read_text())
-    assert final == {**final, "epoch": 40, "complete": True}
-    assert json.loads((repo / "metrics/train/metrics.json").read_text())["step"] == 39
+    assert final == {**final, "epoch": 20, "complete": True}
+    assert json.loads((repo / "metrics/train/metrics.json").read_text())["step"] == 19
     assert json.loads((repo / "metrics/smoke.json").read_text())["passed"] is True
+    live = repo / "metrics/train"
+    resumed, resumed_live = saved_arrays(repo / "models/model.keras"), folder_texts(live)
+
+    # The same 20 epochs in one go (the finished checkpoint is not resumed).
+    result = run([DVC, "repro", "--force", "--single-item", "train"], repo)
+    assert first_epoch(result.stdout) == 1
+    uninterrupted = saved_arrays(repo / "models/model.keras")
+    assert resumed.keys() == uninterrupted.keys()
+    assert any(name.startswith("optimizer/") for name in resumed), "Adam's state must be saved"
+    assert [name for name in resumed if not np.array_equal(resumed[name], uninterrupted[name])] == []
+    assert resumed_live == folder_texts(live)
+    assert len(resumed_live["plots/metrics/train/loss.tsv"].splitlines()) == 1 + 20

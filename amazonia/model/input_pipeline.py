@@ -1,13 +1,14 @@
 """``tf.data`` input pipelines over the serialized TFRecord splits.
 
-Interleaved reads over shards, parallel parse and JPEG decode, seeded shuffle,
-batch and prefetch. Decoded uint8 images are cached in memory when they fit, so
-from the second epoch on the JPEGs are not decoded again.
+Interleaved reads over shards, parallel parse and JPEG decode, a shuffle seeded per
+epoch (training), batch and prefetch. Decoded uint8 images are cached in memory when
+they fit, so from the second epoch on the JPEGs are not decoded again.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import tensorflow as tf
@@ -16,6 +17,10 @@ from amazonia.data.records.manifest import Manifest, check_manifest
 from amazonia.data.records.schema import FEATURE_GROUND, FEATURE_IMAGE, FEATURE_WEATHER, feature_spec
 
 log = logging.getLogger(__name__)
+
+# Examples held by the shuffle buffer: the whole split up to this, beyond it a window
+# of it (10k decoded 128 px chips are 470 MiB).
+SHUFFLE_BUFFER = 10_000
 
 
 def decode_image(jpeg: tf.Tensor, image_size: int) -> tf.Tensor:
@@ -51,14 +56,92 @@ def load_split(
 ) -> tuple[tf.data.Dataset, Manifest]:
     """Batches of ``(float32 images in [0, 1], {"weather", "ground"})`` from a split folder.
 
+    In shard order, or with ``shuffle`` in another order each pass, seeded by ``seed``.
+    That sequence of orders restarts in every process, so a resumed run would not see
+    what an uninterrupted one sees: the train stage uses :func:`load_epochs`.
+
     The manifest is checked first (shards present, sizes, counts, image size), so a
     missing or half-written shard stops here with a message instead of mid-epoch.
     """
+    examples, manifest = _examples(
+        split_dir, image_size, cache, cache_limit_mb, verify, file_seed=seed if shuffle else None
+    )
+    if shuffle:
+        examples = examples.shuffle(_shuffle_buffer(manifest), seed=seed, reshuffle_each_iteration=True)
+    dataset = examples.batch(batch_size)
+    # Interleave hides the size; Keras wants it to show progress and end epochs cleanly.
+    dataset = dataset.apply(
+        tf.data.experimental.assert_cardinality(batches_per_epoch(manifest.examples, batch_size))
+    )
+    dataset = dataset.map(lambda x, y: (to_model_input(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE), manifest
+
+
+def load_epochs(
+    split_dir: Path | str,
+    image_size: int,
+    *,
+    batch_size: int,
+    epoch_seeds: Sequence[int],
+    file_seed: int,
+    cache: bool = True,
+    cache_limit_mb: int = 4096,
+    verify: bool = True,
+) -> tuple[tf.data.Dataset, Manifest]:
+    """Shuffled training batches for ``len(epoch_seeds)`` epochs, one epoch after the other.
+
+    Epoch ``i`` is every example once, in an order fixed by ``epoch_seeds[i]`` alone,
+    so a run resumed at epoch k in a new process sees exactly the batches an
+    uninterrupted run sees from epoch k on. (``Dataset.shuffle`` with
+    ``reshuffle_each_iteration=True`` would not: its sequence of orders restarts in every
+    process.) Shards are read in one order fixed by ``file_seed``, cached or not, so
+    ``cache`` changes the speed, never the batches.
+
+    The epochs come as one dataset, which Keras must not restart each epoch: pass
+    ``steps_per_epoch=batches_per_epoch(manifest.examples, batch_size)`` to ``fit``.
+    Its size is left unknown on purpose: a known size makes Keras open a new iterator
+    after the last epoch, which would start shuffling an epoch nobody reads.
+    """
+    examples, manifest = _examples(split_dir, image_size, cache, cache_limit_mb, verify, file_seed=file_seed)
+    buffer = _shuffle_buffer(manifest)
+
+    def one_epoch(seed: tf.Tensor) -> tf.data.Dataset:
+        # Batched inside the epoch: a short last batch never mixes two epochs.
+        return examples.shuffle(buffer, seed=seed, reshuffle_each_iteration=False).batch(batch_size)
+
+    seeds = tf.data.Dataset.from_tensor_slices(tf.constant(list(epoch_seeds), dtype=tf.int64))
+    # ``examples`` is captured, not rebuilt, per epoch: its in-memory cache fills once.
+    dataset = seeds.flat_map(one_epoch)
+    dataset = dataset.map(lambda x, y: (to_model_input(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE), manifest
+
+
+def batches_per_epoch(examples: int, batch_size: int) -> int:
+    """Batches in one pass over ``examples`` examples, the last one possibly short."""
+    return -(-examples // batch_size)
+
+
+def _shuffle_buffer(manifest: Manifest) -> int:
+    return min(manifest.examples, SHUFFLE_BUFFER) or 1
+
+
+def _examples(
+    split_dir: Path | str,
+    image_size: int,
+    cache: bool,
+    cache_limit_mb: int,
+    verify: bool,
+    file_seed: int | None,
+) -> tuple[tf.data.Dataset, Manifest]:
+    """Decoded ``(uint8 image, labels)`` of a checked split, shards in order or shuffled
+    once by ``file_seed``; cached in memory when asked and they fit."""
     manifest = check_manifest(split_dir, image_size=image_size, verify_hashes=verify)
     files = [str(Path(split_dir) / s.file) for s in manifest.shards]
     dataset = tf.data.Dataset.from_tensor_slices(files)
-    if shuffle:
-        dataset = dataset.shuffle(len(files), seed=seed)
+    if file_seed is not None:
+        # One order for every epoch and process: a cache would replay the first pass's
+        # order anyway, and an uncached run must read exactly what a cached one does.
+        dataset = dataset.shuffle(len(files) or 1, seed=file_seed, reshuffle_each_iteration=False)
     dataset = dataset.interleave(
         tf.data.TFRecordDataset,
         cycle_length=min(len(files), 4) or 1,
@@ -71,12 +154,4 @@ def load_split(
         dataset = dataset.cache()
     elif cache:
         log.info("not caching %s: %.0f MiB decoded > %d MiB", split_dir, decoded_mb, cache_limit_mb)
-    if shuffle:
-        dataset = dataset.shuffle(
-            min(manifest.examples, 10_000) or 1, seed=seed, reshuffle_each_iteration=True
-        )
-    dataset = dataset.batch(batch_size)
-    # Interleave hides the size; Keras wants it to show progress and end epochs cleanly.
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(-(-manifest.examples // batch_size)))
-    dataset = dataset.map(lambda x, y: (to_model_input(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE), manifest
+    return dataset, manifest

@@ -1,31 +1,127 @@
-"""Fitting the model with per-epoch checkpoints that survive a kill -9.
+"""Fitting the model with per-epoch checkpoints that survive a kill -9, and resume exactly.
 
 After each epoch the model (weights *and* optimizer state) is saved as
-``epoch-NNNN.keras`` and then ``state.json`` is atomically pointed at it. A rerun
-with the same fingerprint (params and data) resumes after the last finished epoch
-and ends with the same number of epochs; any other rerun starts from scratch.
+``epoch-NNNN.keras``, DVCLive's folder is copied to ``live-NNNN/``, and then
+``state.json`` is atomically pointed at both. A rerun
+with the same fingerprint (params, data and the stage's code) resumes after the last
+finished epoch; any other rerun starts from scratch.
+
+A resumed run ends with the weights of an uninterrupted one, bit for bit on the same
+machine: what epoch ``e`` draws (its shuffle order, its dropout masks) comes from
+``(train.seed, e)`` alone (:func:`epoch_seed`), never from how many epochs this process
+ran before, and the optimizer state travels in the checkpoint.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
+import yaml
 
-from amazonia.common.files import write_json_atomic
+from amazonia.common.errors import AmazoniaError
+from amazonia.common.files import TEMP_PREFIX, write_json_atomic
+from amazonia.data.records.manifest import read_manifest
 
 STATE_FILE = "state.json"
+DVC_YAML = Path("dvc.yaml")
+# Top folders of a stage's deps that hold code (the rest is data): their content is
+# part of the fingerprint, so a checkpoint of other code is never resumed.
+CODE_DEP_ROOTS = ("stages", "amazonia")
+# The variable a keras.random.SeedGenerator keeps its state in (Dropout has one).
+_RNG_STATE_NAME = "seed_generator_state"
 log = logging.getLogger(__name__)
+
+
+class TrainingError(AmazoniaError):
+    """The train stage cannot tell which code it runs (dvc.yaml missing or incomplete)."""
 
 
 @dataclass(frozen=True)
 class Resume:
     model: keras.Model
     initial_epoch: int
+    live: Path | None  # DVCLive's folder as it was after that epoch
+
+
+def epoch_seed(seed: int, epoch: int, stream: str) -> int:
+    """The seed of one random ``stream`` (shuffle, a layer's RNG) for 0-based ``epoch`` of
+    a run seeded ``seed``: a function of the three alone, in [0, 2**31).
+
+    Example: ``epoch_seed(42, 3, "shuffle")`` is the same in every process, whatever it
+    ran before.
+    """
+    digest = hashlib.sha256(f"{seed}/{epoch}/{stream}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") >> 1
+
+
+def shuffle_seeds(seed: int, epochs: range) -> list[int]:
+    """One shuffle seed per epoch in ``epochs``, for ``input_pipeline.load_epochs``."""
+    return [epoch_seed(seed, epoch, "shuffle") for epoch in epochs]
+
+
+def code_digest(stage: str, dvc_yaml: Path | str = DVC_YAML) -> str:
+    """SHA-256 over the code ``stage`` depends on in ``dvc_yaml``.
+
+    Every file under the stage's deps below ``stages/`` or ``amazonia/`` counts, by its
+    path relative to the project root (``dvc_yaml``'s folder) and its content, in sorted
+    path order; ``__pycache__`` folders and ``*.pyc`` files do not (Python writes them).
+    So the digest changes whenever a code dep DVC watches changes, an added comment or
+    a new module included.
+
+    Raises:
+        TrainingError: ``dvc_yaml`` is missing, has no such stage, or names a code dep
+            that does not exist.
+    """
+    dvc_yaml = Path(dvc_yaml)
+    root = dvc_yaml.parent
+    try:
+        spec = yaml.safe_load(dvc_yaml.read_text())["stages"][stage]
+    except FileNotFoundError:
+        raise TrainingError(f"{dvc_yaml}: not found; run stages from the project root") from None
+    except (KeyError, TypeError):
+        raise TrainingError(f"{dvc_yaml}: no stage {stage!r} under 'stages:'") from None
+    files: set[str] = set()
+    for dep in spec.get("deps", []):
+        if Path(dep).parts[0] not in CODE_DEP_ROOTS:
+            continue
+        path = root / dep
+        if path.is_file():
+            files.add(Path(dep).as_posix())
+        elif path.is_dir():
+            files.update(
+                rel.as_posix()
+                for rel in (p.relative_to(root) for p in path.rglob("*") if p.is_file())
+                if "__pycache__" not in rel.parts and rel.suffix != ".pyc"
+            )
+        else:
+            raise TrainingError(f"{dvc_yaml}: stage {stage!r} depends on {dep}, which does not exist")
+    digest = hashlib.sha256()
+    for rel in sorted(files):
+        # Path and content hash per line: no two different trees give the same stream.
+        digest.update(f"{rel}\0{hashlib.sha256((root / rel).read_bytes()).hexdigest()}\n".encode())
+    return digest.hexdigest()
+
+
+def run_fingerprint(
+    train_params: dict, image_size: int, split_dirs: Sequence[Path | str], stage: str = "train"
+) -> dict:
+    """What a checkpoint must have been trained with to be resumed: the train params, the
+    image size, every shard's SHA-256 (from the splits' manifests) and the stage's code."""
+    return {
+        "params": train_params,
+        "image_size": image_size,
+        "data": [shard.sha256 for split in split_dirs for shard in read_manifest(split).shards],
+        "code": code_digest(stage),
+    }
 
 
 def load_checkpoint(directory: Path | str, fingerprint: dict) -> Resume | None:
@@ -42,8 +138,12 @@ def load_checkpoint(directory: Path | str, fingerprint: dict) -> Resume | None:
         log.info("checkpoint in %s is for another run; training from scratch", directory)
         return None
     model_path = Path(directory) / state["model"]
+    live = Path(directory) / state["live"] if state.get("live") else None
+    if not model_path.is_file() or (live is not None and not live.is_dir()):
+        log.warning("checkpoint in %s incomplete; training from scratch", directory)
+        return None
     log.info("resuming from %s after epoch %d", model_path, state["epoch"])
-    return Resume(keras.saving.load_model(model_path), int(state["epoch"]))
+    return Resume(keras.saving.load_model(model_path), int(state["epoch"]), live)
 
 
 def clear_checkpoints(directory: Path | str) -> None:
@@ -51,8 +151,7 @@ def clear_checkpoints(directory: Path | str) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for path in directory.iterdir():
-        if path.is_file():
-            path.unlink()
+        _remove(path)
 
 
 def mark_complete(directory: Path | str) -> None:
@@ -62,23 +161,89 @@ def mark_complete(directory: Path | str) -> None:
     write_json_atomic(state_path, {**state, "complete": True})
 
 
-class EpochCheckpoint(keras.callbacks.Callback):
-    """Save the model after every epoch, then point ``state.json`` at it."""
+def restore_live(snapshot: Path | str, live_dir: Path | str) -> None:
+    """Put DVCLive's folder back as a checkpoint saw it, after its last epoch.
 
-    def __init__(self, directory: Path | str, fingerprint: dict):
+    ``dvc repro`` deletes a stage's metrics and plots before running it, and a kill can
+    fall after DVCLive logged an epoch but before that epoch's checkpoint: from the
+    snapshot, a resumed run's curves and summary end as an uninterrupted run's.
+    """
+    live_dir = Path(live_dir)
+    shutil.rmtree(live_dir, ignore_errors=True)
+    shutil.copytree(snapshot, live_dir)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def rng_states(model: keras.Model) -> list[keras.Variable]:
+    """The state variables of the model's SeedGenerators (one per Dropout layer), in
+    layer order: the same order for a built model and the same model loaded."""
+    return [v for v in model.variables if v.name == _RNG_STATE_NAME]
+
+
+class ReseedEachEpoch(keras.callbacks.Callback):
+    """Reseed the model's random layers at the start of every epoch from (seed, epoch).
+
+    A ``.keras`` file holds the weights and the optimizer state but not the layers'
+    SeedGenerator states (a loaded model draws fresh ones), so a resumed run would
+    drop other units than an uninterrupted one. Reseeding every epoch, in both, gives
+    epoch ``e`` the same dropout masks by construction.
+    """
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        for index, state in enumerate(rng_states(self.model)):
+            # [seed, counter]: the counter counts draws within the epoch from 0.
+            value = [epoch_seed(self.seed, epoch, f"layer-rng-{index}"), 0]
+            state.assign(np.array(value, dtype=state.dtype))
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Save the model after every epoch, and a copy of DVCLive's folder when given, then
+    point ``state.json`` at them.
+
+    Put it after ``DVCLiveCallback`` in ``fit``'s callbacks: callbacks run in order, so
+    the copy then holds the epoch's row.
+    """
+
+    def __init__(self, directory: Path | str, fingerprint: dict, live_dir: Path | str | None = None):
         super().__init__()
         self.directory = Path(directory)
         self.fingerprint = fingerprint
+        self.live_dir = None if live_dir is None else Path(live_dir)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        name = f"epoch-{epoch + 1:04d}.keras"
-        tmp = self.directory / f".tmp-{name}"
+        model_name = f"epoch-{epoch + 1:04d}.keras"
+        tmp = self.directory / f"{TEMP_PREFIX}{model_name}"
         self.model.save(tmp)
-        os.replace(tmp, self.directory / name)
+        os.replace(tmp, self.directory / model_name)
+        live_name = None
+        if self.live_dir is not None and self.live_dir.is_dir():
+            live_name = f"live-{epoch + 1:04d}"
+            tmp = self.directory / f"{TEMP_PREFIX}{live_name}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(self.live_dir, tmp)
+            shutil.rmtree(self.directory / live_name, ignore_errors=True)
+            os.replace(tmp, self.directory / live_name)
         write_json_atomic(
             self.directory / STATE_FILE,
-            {"epoch": epoch + 1, "model": name, "fingerprint": self.fingerprint, "complete": False},
+            {
+                "epoch": epoch + 1,
+                "model": model_name,
+                "live": live_name,
+                "fingerprint": self.fingerprint,
+                "complete": False,
+            },
         )
-        for old in self.directory.glob("epoch-*.keras"):
-            if old.name != name:
-                old.unlink()
+        # Earlier epochs, and what a kill left half-written.
+        for old in self.directory.iterdir():
+            if old.name not in (STATE_FILE, model_name, live_name):
+                _remove(old)

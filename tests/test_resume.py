@@ -1,0 +1,281 @@
+"""Exact resume of the train stage: what a checkpoint is tied to, and what each epoch draws.
+
+A resumed run must end with an uninterrupted run's weights (tests/test_model_pipeline.py
+checks that under real ``dvc repro`` and kill -9); here, the pieces it rests on: the
+fingerprint follows the code deps in dvc.yaml, an epoch's batches and dropout masks
+depend on (seed, epoch) alone, and a checkpoint brings back DVCLive's folder as it was
+after its epoch.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import zipfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+from amazonia.model import training
+from tests.conftest import BIN, run, set_params, tool_env
+
+DVC = str(BIN / "dvc")
+
+
+def kill_train_after(repo: Path, min_epoch: int, timeout_s: float = 180) -> int:
+    """Start ``dvc repro train`` in ``repo``, kill -9 it (DVC and the stage) once
+    ``min_epoch`` epochs are checkpointed; the epochs its checkpoint holds."""
+    state = repo / "models/checkpoints/state.json"
+    proc = subprocess.Popen(
+        [DVC, "repro", "train"],
+        cwd=repo,
+        env=tool_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            assert proc.poll() is None, "training finished before it could be killed"
+            assert time.monotonic() < deadline, f"no checkpoint of epoch {min_epoch} in {timeout_s} s"
+            # state.json is replaced atomically: it reads whole or not at all.
+            current = json.loads(state.read_text()) if state.is_file() else {}
+            if current.get("epoch", 0) >= min_epoch and not current["complete"]:
+                break
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return json.loads(state.read_text())["epoch"]
+
+
+def first_epoch(dvc_output: str) -> int:
+    """The first epoch Keras reported training in a ``dvc repro`` output."""
+    return int(re.search(r"^Epoch (\d+)/\d+", dvc_output, re.M).group(1))
+
+
+def saved_arrays(keras_file: Path) -> dict[str, np.ndarray]:
+    """Every array of a ``.keras`` file, by its path in ``model.weights.h5``: the layers'
+    weights and the optimizer's state (Adam's step count and moments)."""
+    arrays: dict[str, np.ndarray] = {}
+
+    def collect(name: str, node: h5py.Dataset | h5py.Group) -> None:
+        if isinstance(node, h5py.Dataset):
+            arrays[name] = node[()]
+
+    with zipfile.ZipFile(keras_file) as archive:
+        with h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as weights:
+            weights.visititems(collect)
+    return arrays
+
+
+def folder_texts(folder: Path) -> dict[str, str]:
+    """The text of every file under ``folder`` (as DVCLive's: a summary and curves), by path."""
+    return {p.relative_to(folder).as_posix(): p.read_text() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# --- The fingerprint follows the code the stage depends on -------------------------------
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+
+
+def test_code_digest_covers_exactly_the_train_stage_code_deps(tmp_path):
+    deps = ["stages/train.py", "amazonia/common", "amazonia/model", "data/tfrecords/train"]
+    _write(
+        tmp_path,
+        {
+            "dvc.yaml": yaml.safe_dump(
+                {"stages": {"train": {"cmd": "python -m stages.train", "deps": deps}}}
+            ),
+            "stages/train.py": "main()\n",
+            "stages/evaluate.py": "other stage\n",
+            "amazonia/common/paths.py": "X = 1\n",
+            "amazonia/model/network.py": "def build(): ...\n",
+            "amazonia/export/smoke.py": "not a train dep\n",
+            "data/tfrecords/train/manifest.json": "{}\n",
+        },
+    )
+    digest = training.code_digest("train", tmp_path / "dvc.yaml")
+    assert re.fullmatch(r"[0-9a-f]{64}", digest)
+
+    # What Python or other stages write, and data, leave it alone.
+    _write(
+        tmp_path,
+        {
+            "amazonia/model/__pycache__/network.cpython-311.pyc": "bytecode",
+            "amazonia/common/stale.pyc": "bytecode",
+            "amazonia/export/smoke.py": "edited, but train does not run it\n",
+            "stages/evaluate.py": "edited\n",
+            "data/tfrecords/train/manifest.json": '{"examples": 1}\n',
+            "README.md": "docs\n",
+        },
+    )
+    assert training.code_digest("train", tmp_path / "dvc.yaml") == digest
+
+    # Any change DVC sees in a code dep changes it: an edit, a comment, a new module, a rename.
+    seen = {digest}
+    for change in (
+        lambda: _write(tmp_path, {"amazonia/model/network.py": "def build(): return 1\n"}),
+        lambda: _write(tmp_path, {"stages/train.py": "main()\n# a comment\n"}),
+        lambda: _write(tmp_path, {"amazonia/model/extra.py": "\n"}),
+        lambda: (tmp_path / "amazonia/model/extra.py").rename(tmp_path / "amazonia/model/renamed.py"),
+        lambda: _write(tmp_path, {"amazonia/common/sub/deep.py": "\n"}),
+    ):
+        change()
+        digest = training.code_digest("train", tmp_path / "dvc.yaml")
+        assert digest not in seen
+        seen.add(digest)
+
+
+def test_code_digest_names_what_is_missing(tmp_path):
+    with pytest.raises(training.TrainingError, match="dvc.yaml: not found"):
+        training.code_digest("train", tmp_path / "dvc.yaml")
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"train": {"deps": ["amazonia/gone"]}}}))
+    with pytest.raises(training.TrainingError, match="no stage 'evaluate'"):
+        training.code_digest("evaluate", tmp_path / "dvc.yaml")
+    with pytest.raises(training.TrainingError, match="depends on amazonia/gone, which does not exist"):
+        training.code_digest("train", tmp_path / "dvc.yaml")
+
+
+def test_code_digest_reads_this_projects_dvc_yaml_from_the_root(monkeypatch):
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)  # stages run from the project root, where dvc.yaml is
+    deps = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["train"]["deps"]
+    assert "amazonia/model" in deps and "stages/train.py" in deps
+    assert training.code_digest("train") == training.code_digest("train", root / "dvc.yaml")
+
+
+# --- What each epoch draws depends on (seed, epoch) alone ---------------------------------
+
+
+def test_epoch_seeds_are_a_function_of_seed_epoch_and_stream():
+    assert training.shuffle_seeds(42, range(2, 5)) == training.shuffle_seeds(42, range(0, 5))[2:]
+    seeds = {
+        training.epoch_seed(s, e, k) for s in (1, 42) for e in range(50) for k in ("shuffle", "layer-rng-0")
+    }
+    assert len(seeds) == 2 * 50 * 2 and all(0 <= s < 2**31 for s in seeds)
+
+
+def test_reseed_gives_epoch_e_the_same_dropout_state_in_a_loaded_model(tmp_path):
+    import keras
+
+    from amazonia.model.network import build_model
+
+    def states(model: keras.Model) -> list[list[int]]:
+        return [state.numpy().tolist() for state in training.rng_states(model)]
+
+    keras.utils.set_random_seed(1)
+    model = build_model(8, filters=2, dense_units=4, dropout=0.5)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert len(training.rng_states(model)) == 2  # one per Dropout
+    # A .keras file does not keep them: a loaded model draws its own.
+    assert states(loaded) != states(model)
+
+    reseed = training.ReseedEachEpoch(seed=42)
+    by_epoch = []
+    for candidate in (model, loaded):
+        reseed.set_model(candidate)
+        reseed.on_epoch_begin(3)
+        by_epoch.append(states(candidate))
+    assert by_epoch[0] == by_epoch[1]
+    (first, _), (second, _) = by_epoch[0]
+    assert first != second, "two Dropout layers must not share a mask stream"
+    reseed.on_epoch_begin(4)
+    assert states(loaded) != by_epoch[0]
+
+
+@pytest.mark.slow
+def test_an_epochs_batches_do_not_depend_on_the_epochs_before_or_the_cache(tiny_pipeline):
+    from amazonia.model.input_pipeline import batches_per_epoch, load_epochs
+
+    split = tiny_pipeline / "data/tfrecords/train"
+
+    def epochs(first: int, last: int, cache: bool = True) -> list[list[tuple]]:
+        seeds = training.shuffle_seeds(7, range(first, last))
+        data, manifest = load_epochs(split, 32, batch_size=16, epoch_seeds=seeds, file_seed=7, cache=cache)
+        batches = [(x, y["weather"], y["ground"]) for x, y in data.as_numpy_iterator()]
+        per_epoch = batches_per_epoch(manifest.examples, 16)
+        assert len(batches) == per_epoch * (last - first)
+        return [batches[i : i + per_epoch] for i in range(0, len(batches), per_epoch)]
+
+    def same(a: list[tuple], b: list[tuple]) -> bool:
+        return all(np.array_equal(u, v) for pa, pb in zip(a, b) for u, v in zip(pa, pb))
+
+    from_start = epochs(0, 4)
+    resumed = epochs(2, 4)  # a new pipeline, as in a resumed process
+    assert same(from_start[2], resumed[0]) and same(from_start[3], resumed[1])
+    assert not same(from_start[2], from_start[3]), "each epoch must get its own order"
+    assert all(same(a, b) for a, b in zip(from_start, epochs(0, 4, cache=False)))
+
+
+# --- DVCLive's curves on resume -----------------------------------------------------------
+
+
+def test_a_checkpoint_brings_back_dvclives_folder_of_its_epoch(tmp_path):
+    import keras
+
+    from amazonia.model.network import build_model
+
+    checkpoints, live = tmp_path / "checkpoints", tmp_path / "live"
+    training.clear_checkpoints(checkpoints)
+    callback = training.EpochCheckpoint(checkpoints, {"run": 1}, live_dir=live)
+    callback.set_model(build_model(8, filters=2, dense_units=4, dropout=0.5))
+    for epoch in range(2):  # as DVCLive leaves it after each epoch, before the checkpoint
+        rows = "".join(f"{step}\t0.{9 - step}\n" for step in range(epoch + 1))
+        _write(
+            live, {"metrics.json": f'{{"step": {epoch}}}\n', "plots/metrics/loss.tsv": "step\tloss\n" + rows}
+        )
+        callback.on_epoch_end(epoch)
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["epoch-0002.keras", "live-0002", "state.json"]
+    after_two = folder_texts(live)
+
+    # The kill fell after DVCLive logged epoch 3, before its checkpoint; then dvc repro
+    # deleted the stage's metrics and plots.
+    _write(live, {"plots/metrics/loss.tsv": "step\tloss\n0\t0.9\n1\t0.8\n2\t0.7\n"})
+    (live / "metrics.json").unlink()
+    assert training.load_checkpoint(checkpoints, {"run": 2}) is None  # another fingerprint
+    resume = training.load_checkpoint(checkpoints, {"run": 1})
+    assert resume.initial_epoch == 2 and isinstance(resume.model, keras.Model)
+    training.restore_live(resume.live, live)
+    assert folder_texts(live) == after_two
+
+    training.mark_complete(checkpoints)
+    assert training.load_checkpoint(checkpoints, {"run": 1}) is None  # a finished run trains again
+
+
+# --- Under real dvc repro and kill -9 ----------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_code_edit_discards_the_checkpoint(pipeline_copy):
+    repo = pipeline_copy
+    set_params(repo, {"train": {"epochs": 20}})
+    state = repo / "models/checkpoints/state.json"
+    done = kill_train_after(repo, min_epoch=2)
+    assert 2 <= done < 20
+    killed_code = json.loads(state.read_text())["fingerprint"]["code"]
+
+    # A comment only: DVC sees a changed dep, so the checkpoint is of other code.
+    with open(repo / "amazonia/model/network.py", "a") as module:
+        module.write("# edited after the kill\n")
+    result = run([DVC, "repro", "train"], repo)
+    assert first_epoch(result.stdout) == 1, "a code edit must start training from scratch"
+    final = json.loads(state.read_text())
+    assert final["epoch"] == 20 and final["complete"] is True
+    assert final["fingerprint"]["code"] != killed_code
+    assert json.loads((repo / "metrics/train/metrics.json").read_text())["step"] == 19
