@@ -1,15 +1,17 @@
-"""Stage export: models/model.keras -> models/<export.model_name>/<export.version>/.
+"""Stage export: models/model.keras -> models/candidates/<export.model_name>/<export.version>/.
 
 A SavedModel in TF Serving's layout with two signatures (float chips, and encoded
 image bytes), the label vocabulary and the tuned ground thresholds beside it in
-assets.extra/. The smoke_check stage then exercises it before anyone serves it.
+assets.extra/. It is a candidate, polled by no server: the smoke_check stage
+exercises it and only then publishes it to models/<name>/<version>/.
 """
 
 from amazonia.common.errors import AmazoniaError
 from amazonia.common.params import load_params
-from amazonia.common.paths import LABEL_MAP_JSON, MODEL_KERAS, THRESHOLDS_JSON, export_dir
+from amazonia.common.paths import LABEL_MAP_JSON, MODEL_KERAS, MODELS_DIR, THRESHOLDS_JSON
 from amazonia.common.stage import run_stage
 from amazonia.data.labels import read_label_map
+from amazonia.export.contract import candidate_dir
 from amazonia.export.saved_model import (
     export_saved_model,
     load_trained_model,
@@ -26,7 +28,7 @@ def main() -> None:
     label_map = read_label_map(LABEL_MAP_JSON)
     export_saved_model(
         model,
-        export_dir(params.export.model_name, params.export.version),
+        candidate_dir(MODELS_DIR, params.export.model_name, params.export.version),
         image_size=params.serialize.image_size,
         label_map=label_map,
         thresholds=thresholds,

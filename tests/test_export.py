@@ -23,10 +23,10 @@ from amazonia.common.files import write_json_atomic
 from amazonia.common.paths import (
     LABEL_MAP_JSON,
     MODEL_KERAS,
+    MODELS_DIR,
     RECORDS_DIR,
     SMOKE_JSON,
     THRESHOLDS_JSON,
-    export_dir,
 )
 from amazonia.common.stage import run_stage
 from amazonia.data.kaggle import TAGS_CSV, image_path
@@ -39,9 +39,13 @@ from amazonia.export.contract import (
     SIGNATURE_BYTES,
     SIGNATURE_FLOAT,
     SIGNATURES,
+    THRESHOLDS_ASSET,
     ExportError,
+    candidate_dir,
     load_assets,
+    published_dir,
 )
+from amazonia.export.publish import publish
 from amazonia.export.saved_model import (
     export_saved_model,
 )
@@ -53,7 +57,11 @@ from stages import smoke_check as smoke_stage
 
 SIZE = 32
 MODEL_NAME, VERSION = "PlanetModel", 1
-THRESHOLDS = {"ground": dict.fromkeys(LABELS_GROUND, 0.5)}
+CANDIDATE = candidate_dir(MODELS_DIR, MODEL_NAME, VERSION)
+PUBLISHED = published_dir(MODELS_DIR, MODEL_NAME, VERSION)
+# A different threshold per label, listed against the vocabulary's order: a label paired
+# with another label's threshold, or thresholds read by position, shows.
+THRESHOLDS = {"ground": {label: round(0.9 - 0.05 * i, 2) for i, label in enumerate(reversed(LABELS_GROUND))}}
 OUTPUTS = {
     "ground": {"dtype": "float32", "shape": [-1, 13]},
     "weather": {"dtype": "float32", "shape": [-1, 4]},
@@ -72,7 +80,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("export") / "repo"
     raw = root / "data" / "raw"
     generate_dataset(raw, 20, seed=1, workers=1)
-    rows = encode_tags(read_tags_csv(raw / TAGS_CSV), val=0.0, test=0.0).table
+    # Every chip goes into the test records (write_split ignores the split column); the
+    # fractions only satisfy encode_tags, which refuses an empty split.
+    rows = encode_tags(read_tags_csv(raw / TAGS_CSV), val=0.3, test=0.3).table
     write_split(rows, raw, root / RECORDS_DIR / "test", split="test", image_size=SIZE, shard_mb=1, workers=1)
     params = {"serialize": {"image_size": SIZE}, "export": {"model_name": MODEL_NAME, "version": VERSION}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
@@ -87,7 +97,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def exported(project: Path) -> Path:
-    return project / export_dir(MODEL_NAME, VERSION)
+    return project / CANDIDATE
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +140,15 @@ def test_label_map_and_thresholds_travel_in_assets_extra(exported: Path):
         "thresholds.json",
     ]
     assert load_assets(exported) == (label_map(), THRESHOLDS)
+    shipped = json.loads((exported / ASSETS_EXTRA / THRESHOLDS_ASSET).read_text())["ground"]
+    assert len(set(shipped.values())) == len(LABELS_GROUND)
+    for label in LABELS_GROUND:
+        assert shipped[label] == THRESHOLDS["ground"][label], label
+    assert list(shipped) == list(THRESHOLDS["ground"])  # as evaluate wrote them: order means nothing
     # Written atomically: no temporary folder is left beside the version folder.
     assert [p.name for p in exported.parent.iterdir()] == [str(VERSION)]
+    # A candidate: nothing is published before the smoke check passed.
+    assert not (exported.parents[2] / MODEL_NAME).exists()
 
 
 def test_serving_bytes_decodes_png_and_resizes_a_large_jpeg(project: Path, exported: Path, loaded):
@@ -162,7 +179,10 @@ def test_smoke_check_passes_on_a_good_export(project: Path):
     report = json.loads((project / SMOKE_JSON).read_text())
 
     assert report["passed"] is True, [c for c in report["checks"] if not c["passed"]]
-    assert report["model"] == str(export_dir(MODEL_NAME, VERSION))
+    assert report["model"] == str(CANDIDATE)
+    # Published: a copy of the candidate where servers poll, and nothing else beside it.
+    assert files(project / PUBLISHED) == files(project / CANDIDATE)
+    assert [p.name for p in (project / PUBLISHED).parent.iterdir()] == [str(VERSION)]
     names = {c["name"] for c in report["checks"]}
     assert {
         "files",
@@ -179,7 +199,9 @@ def test_smoke_check_fails_without_variables_and_still_writes_its_report(
     project: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ):
     repo = shutil.copytree(project, tmp_path / "repo")
-    shutil.rmtree(repo / export_dir(MODEL_NAME, VERSION) / "variables")
+    publish(repo / CANDIDATE, repo / PUBLISHED)  # a served version, as a passed check leaves it
+    served = files(repo / PUBLISHED)
+    shutil.rmtree(repo / CANDIDATE / "variables")
 
     with contextlib.chdir(repo), pytest.raises(SystemExit) as exited:
         run_stage(smoke_stage.main)
@@ -187,7 +209,7 @@ def test_smoke_check_fails_without_variables_and_still_writes_its_report(
     assert exited.value.code == 1
     error = capsys.readouterr().err
     assert error.startswith(
-        "error: smoke check of models/PlanetModel/1: check 'files' failed: missing variables/"
+        "error: smoke check of models/candidates/PlanetModel/1: check 'files' failed: missing variables/"
     )
     assert "check 'load' failed:" in error and "Traceback" not in error
     report = json.loads((repo / SMOKE_JSON).read_text())
@@ -195,6 +217,9 @@ def test_smoke_check_fails_without_variables_and_still_writes_its_report(
     status = {c["name"]: c["passed"] for c in report["checks"]}
     assert not status["files"] and not status["load"] and not status["saved_model_cli run"]
     assert status["signature serving_default outputs"]  # saved_model.pb alone still shows the signatures
+    # Not published: the served version is byte for byte what it was, with nothing beside it.
+    assert files(repo / PUBLISHED) == served
+    assert [p.name for p in (repo / PUBLISHED).parent.iterdir()] == [str(VERSION)]
 
 
 def test_smoke_check_names_a_wrong_output(project: Path, tmp_path: Path):
@@ -242,6 +267,11 @@ def test_export_refuses_a_model_of_another_size_or_incomplete_thresholds(tmp_pat
     with pytest.raises(ExportError, match="missing: water"):
         export_saved_model(small_model(SIZE), tmp_path / "m" / "1", SIZE, label_map(), partial)
     assert not (tmp_path / "m").exists()
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` by relative path, with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def png(pixels: np.ndarray) -> bytes:

@@ -8,7 +8,7 @@ LABEL_MAP_JSON = Path("data/labels/label_map.json")
 RECORDS_DIR = Path("data/tfrecords")
 SAMPLES_PNG = Path("metrics/samples.png")
 LABELS_METRICS_JSON = Path("metrics/labels.json")
-MODELS_DIR = Path("models")
+MODELS_DIR = Path("models")  # export versions: amazonia.export.contract.{candidate,published}_dir
 MODEL_KERAS = Path("models/model.keras")
 CHECKPOINT_DIR = Path("models/checkpoints")
 THRESHOLDS_JSON = Path("models/thresholds.json")
@@ -16,8 +16,3 @@ TRAIN_LIVE_DIR = Path("metrics/train")
 EVAL_JSON = Path("metrics/eval.json")
 EVAL_PLOTS_DIR = Path("metrics/eval")
 SMOKE_JSON = Path("metrics/smoke.json")
-
-
-def export_dir(model_name: str, version: int) -> Path:
-    """TF Serving's layout: ``models/<name>/<version>/``."""
-    return MODELS_DIR / model_name / str(version)

@@ -8,7 +8,9 @@ pay for importing TensorFlow to know them.
 Layout (TF Serving's): ``models/<name>/<version>/`` holds a published SavedModel,
 the folder that ``amazonia serve`` and ``tensorflow_model_server`` poll. The export
 stage writes a *candidate* to ``models/candidates/<name>/<version>/``, which nobody
-serves; the smoke check publishes it only after it passed.
+serves; the smoke check publishes it only after it passed. Pollers load only folders
+named by a positive integer, so a version being published is copied under another
+name (``.tmp-<version>.*``) first.
 """
 
 from __future__ import annotations
@@ -96,13 +98,32 @@ VERSION_DIR_RE = re.compile(r"^[1-9]\d{0,18}$")  # TF Serving's version folders:
 
 
 def published_dir(models_dir: Path | str, model_name: str, version: int) -> Path:
-    """Where a checked export is served from: ``models/<name>/<version>/``."""
-    return Path(models_dir) / model_name / str(version)
+    """Where a checked export is served from: ``models/<name>/<version>/``.
+
+    Raises:
+        ExportError: ``model_name`` would leave ``models/`` or is ``candidates``.
+    """
+    return Path(models_dir) / _checked_name(model_name) / str(version)
 
 
 def candidate_dir(models_dir: Path | str, model_name: str, version: int) -> Path:
-    """Where the export stage writes: ``models/candidates/<name>/<version>/``, polled by no server."""
-    return Path(models_dir) / CANDIDATES_DIR / model_name / str(version)
+    """Where the export stage writes: ``models/candidates/<name>/<version>/``, polled by no server.
+
+    Raises:
+        ExportError: ``model_name`` would leave ``models/candidates/`` or is ``candidates``.
+    """
+    return Path(models_dir) / CANDIDATES_DIR / _checked_name(model_name) / str(version)
+
+
+def _checked_name(model_name: str) -> str:
+    # "candidates" would publish into the folder of unchecked exports; "." and ".." (which
+    # export.model_name's pattern allows) would put versions outside models/<name>/.
+    if model_name in (".", "..", CANDIDATES_DIR) or "/" in model_name or not model_name:
+        raise ExportError(
+            f"export.model_name {model_name!r} cannot name a model folder under models/ "
+            f"('.', '..' and {CANDIDATES_DIR!r} are taken); pick another name in params.yaml"
+        )
+    return model_name
 
 
 def check_thresholds(thresholds: Any, where: str) -> None:

@@ -1,7 +1,9 @@
 """Exporting the trained model as a TF Serving SavedModel, and the contract it keeps.
 
-The export lives at ``models/<name>/<version>/`` (TF Serving's layout) and has two
-signatures, both listed in :data:`SIGNATURES`, the one description of the serving
+The export stage writes a candidate to ``models/candidates/<name>/<version>/``, in TF
+Serving's layout but polled by no server, which the smoke check publishes to
+``models/<name>/<version>/`` once it passed (:mod:`amazonia.export.publish`). It has
+two signatures, both listed in :data:`SIGNATURES`, the one description of the serving
 interface that the smoke check and the server import:
 
 * ``serving_default``: float32 chips in [0, 1], as the model was trained on;
@@ -56,8 +58,8 @@ def export_saved_model(
     check_label_map(label_map, "label_map")
     check_thresholds(thresholds, "thresholds")
     archive = build_archive(model, image_size)
-    # A half-written version folder would be picked up by TF Serving, which watches
-    # models/<name>/ for numeric folders; the temporary ".tmp-<version>.*" is ignored.
+    # Whole or not at all: a half-written folder must not pass for an export, neither to
+    # DVC nor to the smoke check, which then publishes it.
     with atomic_dir(export_path) as tmp:
         archive.write_out(str(tmp), verbose=False)
         extra = tmp / ASSETS_EXTRA

@@ -1,10 +1,11 @@
 """The smoke check of an exported SavedModel, before anyone serves it.
 
-It reads what ``saved_model_cli show --all`` shows (tag-sets, signatures, input and
-output names, dtypes, shapes) and holds it against :data:`amazonia.export.SIGNATURES`;
-then it runs both signatures on random input and on real test chips, compares them
-with the Keras model and with each other, and runs ``saved_model_cli run`` once, as
-an outside client would.
+It runs on the export stage's candidate, which :mod:`amazonia.export.publish` puts
+where servers poll only once it passed. It reads what ``saved_model_cli show --all``
+shows (tag-sets, signatures, input and output names, dtypes, shapes) and holds it
+against :data:`amazonia.export.contract.SIGNATURES`; then it runs both signatures on
+random input and on real test chips, compares them with the Keras model and with each
+other, and runs ``saved_model_cli run`` once, as an outside client would.
 
 Every check runs even when an earlier one failed (unless it needs that one's result),
 and a failure is a line in the report, not a traceback: the report says all that is

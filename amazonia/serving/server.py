@@ -216,7 +216,7 @@ class ModelRepository:
     def scan(self) -> dict[int, Path]:
         """Version folders that may be loaded: integer names holding a saved_model.pb.
 
-        The export stage writes ``.tmp-<version>.*`` and renames it when complete, so
+        The smoke check publishes through ``.tmp-<version>.*`` and renames it when complete, so
         other names are skipped, as TF Serving skips them.
         """
         try:
