@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -206,12 +207,62 @@ def history_copy(team_history: Path, tmp_path: Path) -> Path:
     return repo
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+SERVER_START_TIMEOUT_S = 120
+
+
+def serve_models(
+    base_path: Path, log: Path, model: str, *options: str
+) -> Iterator[tuple[subprocess.Popen, int]]:
+    """Run ``amazonia serve`` over ``base_path`` until it answers; yield (process, port); always stop it.
+
+    ``options`` are more ``amazonia serve`` flags (``--poll-seconds``, ...). Meant for
+    ``yield from`` inside a fixture."""
+    import time
+
+    import requests
+
+    port = free_port()
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [
+                str(BIN / "amazonia"), "serve", "--port", str(port), "--host", "127.0.0.1",
+                "--model-name", model, "--model-base-path", str(base_path), *options,
+            ],
+            stdout=out, stderr=subprocess.STDOUT, env=tool_env(),
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"amazonia serve not ready (exit code {proc.poll()}):\n{log.read_text()}")
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/v1/models/{model}", timeout=5).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        yield proc, port
+    finally:
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen, grace_s: float = 20) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``grace_s``."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @pytest.fixture
@@ -223,7 +274,7 @@ def s3_endpoint() -> str:
 
     import boto3
 
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
         [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
@@ -256,9 +307,4 @@ def s3_endpoint() -> str:
         s3.create_bucket(Bucket=S3_BUCKET)
         yield url
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server, grace_s=10)

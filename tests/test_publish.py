@@ -12,7 +12,6 @@ import base64
 import errno
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -33,7 +32,7 @@ from amazonia.export.contract import (
     published_dir,
 )
 from amazonia.export.publish import PublishError, exchange, publish
-from tests.conftest import BIN, TINY_PARAMS, ran_stages, run, set_params, tool_env
+from tests.conftest import BIN, TINY_PARAMS, ran_stages, run, serve_models, set_params, tool_env
 
 DVC = str(BIN / "dvc")
 MODEL = "PlanetModel"
@@ -41,7 +40,6 @@ SIZE = TINY_PARAMS["serialize"]["image_size"]
 POLL_SECONDS = 0.3  # the server's: how soon it would pick up a wrongly published version
 ROUND_PAUSE_S = 0.05
 SETTLE_S = 6.0  # polling on after the repro: time for the server to scan, load and warm up
-START_TIMEOUT_S = 120
 
 
 # --- publish() on plain folders ---------------------------------------------------------------
@@ -185,45 +183,10 @@ class Server:
 @pytest.fixture
 def serving(pipeline_copy: Path, tmp_path: Path) -> Iterator[Server]:
     """A real server over the tiny pipeline's ``models/PlanetModel/``, polling every 0.3 s."""
-    port = _free_port()
     log = tmp_path / "serve.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [
-                str(BIN / "amazonia"), "serve", "--port", str(port), "--host", "127.0.0.1",
-                "--model-name", MODEL, "--model-base-path", str(pipeline_copy / "models" / MODEL),
-                "--poll-seconds", str(POLL_SECONDS),
-            ],
-            stdout=out, stderr=subprocess.STDOUT, env=tool_env(),
-        )  # fmt: skip
-    server = Server(proc, port, log)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not _answers(server):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"amazonia serve not ready (exit code {proc.poll()}):\n{log.read_text()}")
-            time.sleep(0.2)
-        yield server
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _answers(server: Server) -> bool:
-    try:
-        return requests.get(server.url(""), timeout=5).status_code == 200
-    except requests.ConnectionError:
-        return False
+    base_path = pipeline_copy / "models" / MODEL
+    for proc, port in serve_models(base_path, log, MODEL, "--poll-seconds", str(POLL_SECONDS)):
+        yield Server(proc, port, log)
 
 
 class Asker(threading.Thread):

@@ -9,7 +9,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -41,14 +40,13 @@ from amazonia.export.saved_model import (
 )
 from amazonia.model.names import OUTPUT_GROUND, OUTPUT_WEATHER
 from amazonia.model.network import build_model
-from tests.conftest import run_python
+from tests.conftest import free_port, run_python, serve_models
 
 BIN = Path(sys.executable).parent
 MODEL = "PlanetModel"
 SIZE = 32
 MAX_BODY_MB = 0.5  # small, so that 413 is cheap to provoke; the 32 px payloads are ~60 KB
 POLL_SECONDS = 0.3
-START_TIMEOUT_S = 120
 # A different threshold per label, so that a label/threshold mix-up anywhere (export, assets,
 # client) changes which ground tags come out.
 THRESHOLDS = {"ground": {label: round(0.05 + 0.07 * i, 2) for i, label in enumerate(LABELS_GROUND)}}
@@ -106,49 +104,9 @@ def server(exported: Exported, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 def _serving(base_path: Path, log: Path) -> Iterator[Server]:
     """Start ``amazonia serve``, wait until it answers, and always stop it."""
-    port = _free_port()
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    env.pop("PYTHONPATH", None)
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [
-                str(BIN / "amazonia"), "serve", "--port", str(port), "--host", "127.0.0.1",
-                "--model-name", MODEL, "--model-base-path", str(base_path),
-                "--poll-seconds", str(POLL_SECONDS), "--max-body-mb", str(MAX_BODY_MB),
-            ],
-            stdout=out, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
-    server = Server(proc, port, log)
-    try:
-        _wait_ready(server)
-        yield server
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_ready(server: Server) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            pytest.fail(f"amazonia serve exited with {server.proc.returncode}:\n{server.log.read_text()}")
-        try:
-            if server.get().status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"amazonia serve not ready after {START_TIMEOUT_S} s:\n{server.log.read_text()}")
+    options = ("--poll-seconds", str(POLL_SECONDS), "--max-body-mb", str(MAX_BODY_MB))
+    for proc, port in serve_models(base_path, log, MODEL, *options):
+        yield Server(proc, port, log)
 
 
 def _wait_for(condition, timeout: float = 30.0) -> None:
@@ -625,7 +583,7 @@ def test_predict_missing_file_is_a_one_line_error(
 
 
 def test_predict_unreachable_server_is_a_one_line_error(exported: Exported) -> None:
-    url = f"http://127.0.0.1:{_free_port()}/v1/models/{MODEL}"
+    url = f"http://127.0.0.1:{free_port()}/v1/models/{MODEL}"
     result = subprocess.run(
         [str(BIN / "amazonia"), "predict", str(exported.chips[0]), "--url", url],
         capture_output=True, text=True, env=_cli_env(), timeout=120,
@@ -663,7 +621,7 @@ def test_light_modules_import_without_tensorflow(module: str, tmp_path: Path) ->
 
 
 def test_predict_command_runs_without_tensorflow(exported: Exported, tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{_free_port()}/v1/models/{MODEL}"
+    url = f"http://127.0.0.1:{free_port()}/v1/models/{MODEL}"
     code = (
         "from amazonia.cli import main\n"
         f"assert main(['predict', {str(exported.chips[0])!r}, '--url', {url!r}]) == 1\n"
