@@ -58,9 +58,15 @@ def test_changes_rerun_only_what_depends_on_them(project):
     assert repro(project) == SERIALIZE
     assert check_manifest(project / "data/tfrecords/train").image_size == 24
 
+    # Every data stage runs the vocabulary module (the renderer draws by tag): all rerun.
     with (project / "amazonia/data/labels.py").open("a") as handle:
         handle.write("\n# an edit to the labels module\n")
-    assert repro(project) == {"encode_labels", *SERIALIZE}
+    assert repro(project) == DATA_STAGES
+
+    # Only serialize runs the records code.
+    with (project / "amazonia/data/records/writer.py").open("a") as handle:
+        handle.write("\n# an edit to the writer\n")
+    assert repro(project) == SERIALIZE
 
     set_params(project, {"split": {"val": 0.2}})
     assert repro(project) == {"encode_labels", *SERIALIZE}
