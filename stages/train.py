@@ -10,7 +10,6 @@ import tensorflow as tf
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
-from amazonia.common.files import TEMP_PREFIX
 from amazonia.common.params import load_params
 from amazonia.common.paths import CHECKPOINT_DIR, MODEL_KERAS, RECORDS_DIR, TRAIN_LIVE_DIR
 from amazonia.common.stage import run_stage
@@ -24,6 +23,7 @@ from amazonia.model.training import (
     mark_complete,
     restore_live,
     run_fingerprint,
+    save_model_atomic,
     shuffle_seeds,
 )
 
@@ -76,9 +76,7 @@ def main() -> None:
             verbose=2,
         )
 
-    tmp = MODEL_KERAS.with_name(TEMP_PREFIX + MODEL_KERAS.name)
-    model.save(tmp)
-    tmp.replace(MODEL_KERAS)
+    save_model_atomic(model, MODEL_KERAS)
     mark_complete(CHECKPOINT_DIR)
 
 

@@ -4,13 +4,20 @@ git + DVC repositories in which tests run real ``dvc repro``."""
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -226,8 +233,6 @@ def serve_models(
 
     ``options`` are more ``amazonia serve`` flags (``--poll-seconds``, ...). Meant for
     ``yield from`` inside a fixture."""
-    import time
-
     import requests
 
     port = free_port()
@@ -268,7 +273,6 @@ def stop_process(proc: subprocess.Popen, grace_s: float = 20) -> None:
 @pytest.fixture
 def s3_endpoint() -> str:
     """A real S3-compatible endpoint (moto_server) on 127.0.0.1 with bucket ``S3_BUCKET``."""
-    import time
     import urllib.error
     import urllib.request
 
@@ -308,3 +312,72 @@ def s3_endpoint() -> str:
         yield url
     finally:
         stop_process(server, grace_s=10)
+
+
+# --- Killing a run half-way, and what a training run left -------------------------------
+
+
+def kill_repro_when(
+    repo: Path, targets: list[str], ready: Callable[[], bool], waiting_for: str, timeout_s: float = 180
+) -> None:
+    """Start ``dvc repro TARGETS`` in ``repo`` and kill -9 it, DVC and its stage alike,
+    as soon as ``ready()``; fail if it ends first or ``waiting_for`` never happens."""
+    proc = subprocess.Popen(
+        [str(BIN / "dvc"), "repro", *targets],
+        cwd=repo,
+        env=tool_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not ready():
+            assert proc.poll() is None, f"dvc repro {' '.join(targets)} finished before {waiting_for}"
+            assert time.monotonic() < deadline, f"no {waiting_for} within {timeout_s} s"
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def kill_train_after(repo: Path, min_epoch: int, timeout_s: float = 180) -> int:
+    """Start ``dvc repro train`` in ``repo``, kill -9 it (DVC and the stage) once
+    ``min_epoch`` epochs are checkpointed; the epochs its checkpoint holds."""
+    state = repo / "models/checkpoints/state.json"
+
+    def checkpointed() -> bool:
+        # state.json is replaced atomically: it reads whole or not at all.
+        current = json.loads(state.read_text()) if state.is_file() else {}
+        return current.get("epoch", 0) >= min_epoch and not current["complete"]
+
+    kill_repro_when(repo, ["train"], checkpointed, f"a checkpoint of epoch {min_epoch}", timeout_s)
+    return json.loads(state.read_text())["epoch"]
+
+
+def first_epoch(dvc_output: str) -> int:
+    """The first epoch Keras reported training in a ``dvc repro`` output."""
+    return int(re.search(r"^Epoch (\d+)/\d+", dvc_output, re.M).group(1))
+
+
+def saved_arrays(keras_file: Path) -> dict[str, np.ndarray]:
+    """Every array of a ``.keras`` file, by its path in ``model.weights.h5``: the layers'
+    weights and the optimizer's state (Adam's step count and moments)."""
+    import h5py
+
+    arrays: dict[str, np.ndarray] = {}
+
+    def collect(name: str, node: h5py.Dataset | h5py.Group) -> None:
+        if isinstance(node, h5py.Dataset):
+            arrays[name] = node[()]
+
+    with zipfile.ZipFile(keras_file) as archive:
+        with h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as weights:
+            weights.visititems(collect)
+    return arrays
+
+
+def folder_texts(folder: Path) -> dict[str, str]:
+    """The text of every file under ``folder`` (as DVCLive's: a summary and curves), by path."""
+    return {p.relative_to(folder).as_posix(): p.read_text() for p in sorted(folder.rglob("*")) if p.is_file()}

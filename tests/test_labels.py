@@ -11,6 +11,7 @@ from amazonia.data.labels import (
     assign_split,
     encode_tags,
     format_vector,
+    read_split_rows,
     read_tags_csv,
 )
 
@@ -110,3 +111,20 @@ def test_label_map_lists_the_vocabulary():
 
     data = json.loads(json.dumps(label_map()))
     assert data["weather"] == list(LABELS_WEATHER) and data["ground"] == list(LABELS_GROUND)
+
+
+def test_split_rows_come_from_labels_csv_and_a_bad_one_is_named(tmp_path):
+    encoded = encode_text(tmp_path, f"image_name,tags\n{CLEAR_ROWS}")
+    labels_csv = tmp_path / "labels.csv"
+    encoded.table.to_csv(labels_csv, index=False)
+    rows = read_split_rows(labels_csv, "val")
+    assert len(rows) > 0 and set(rows["split"]) == {"val"}
+    assert list(rows["image_name"]) == list(encoded.table[encoded.table["split"] == "val"]["image_name"])
+
+    with pytest.raises(LabelError, match=r"nowhere.csv: not found; run 'dvc repro encode_labels' first"):
+        read_split_rows(tmp_path / "nowhere.csv", "val")
+    labels_csv.write_text("image_name,split\ntrain_0,val\n")
+    with pytest.raises(
+        LabelError, match=r"labels.csv: missing column\(s\) weather_labels, ground_labels; rerun"
+    ):
+        read_split_rows(labels_csv, "val")

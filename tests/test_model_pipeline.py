@@ -5,8 +5,16 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import BIN, ran_stages, run, set_params
-from tests.test_resume import first_epoch, folder_texts, kill_train_after, saved_arrays
+from tests.conftest import (
+    BIN,
+    first_epoch,
+    folder_texts,
+    kill_train_after,
+    ran_stages,
+    run,
+    saved_arrays,
+    set_params,
+)
 
 DVC = str(BIN / "dvc")
 MODEL_STAGES = {"train", "evaluate", "export", "smoke_check"}

@@ -1,10 +1,7 @@
 """The data stages under real ``dvc repro`` in throw-away git repositories."""
 
 import json
-import os
-import signal
 import subprocess
-import time
 
 import pandas as pd
 import pytest
@@ -15,7 +12,7 @@ from amazonia.data.kaggle import image_path
 from amazonia.data.labels import SPLITS
 from amazonia.data.records.manifest import check_manifest
 from amazonia.data.synthetic.generate import generate_dataset
-from tests.conftest import BIN, ran_stages, run, set_params, tool_env
+from tests.conftest import BIN, kill_repro_when, ran_stages, run, set_params
 
 DVC = str(BIN / "dvc")
 PYTHON = str(BIN / "python")
@@ -87,21 +84,13 @@ def test_kill_during_serialize_leaves_nothing_half_written(project):
     )
     run([DVC, "repro", "encode_labels"], project)
     out = project / "data/tfrecords"
-    proc = subprocess.Popen(
-        [DVC, "repro", "serialize@train"],
-        cwd=project,
-        env=tool_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    kill_repro_when(
+        project,
+        ["serialize@train"],
+        lambda: any(out.glob(".tmp-train.*/planet-train.tfrecord-00001")),
+        "second shard (make serialize slower)",
+        timeout_s=120,
     )
-    deadline = time.monotonic() + 120
-    while not any(out.glob(".tmp-train.*/planet-train.tfrecord-00001")):
-        assert proc.poll() is None, "serialize finished before it could be killed; make it slower"
-        assert time.monotonic() < deadline, "no shard appeared"
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
     assert not (out / "train").exists(), "a killed run must not leave a visible split"
     assert repro(project) == SERIALIZE

@@ -9,79 +9,18 @@ after its epoch.
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import re
-import signal
-import subprocess
-import time
-import zipfile
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import yaml
 
 from amazonia.model import training
-from tests.conftest import BIN, run, set_params, tool_env
+from tests.conftest import BIN, first_epoch, folder_texts, kill_train_after, run, set_params
 
 DVC = str(BIN / "dvc")
-
-
-def kill_train_after(repo: Path, min_epoch: int, timeout_s: float = 180) -> int:
-    """Start ``dvc repro train`` in ``repo``, kill -9 it (DVC and the stage) once
-    ``min_epoch`` epochs are checkpointed; the epochs its checkpoint holds."""
-    state = repo / "models/checkpoints/state.json"
-    proc = subprocess.Popen(
-        [DVC, "repro", "train"],
-        cwd=repo,
-        env=tool_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + timeout_s
-    try:
-        while True:
-            assert proc.poll() is None, "training finished before it could be killed"
-            assert time.monotonic() < deadline, f"no checkpoint of epoch {min_epoch} in {timeout_s} s"
-            # state.json is replaced atomically: it reads whole or not at all.
-            current = json.loads(state.read_text()) if state.is_file() else {}
-            if current.get("epoch", 0) >= min_epoch and not current["complete"]:
-                break
-            time.sleep(0.05)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    return json.loads(state.read_text())["epoch"]
-
-
-def first_epoch(dvc_output: str) -> int:
-    """The first epoch Keras reported training in a ``dvc repro`` output."""
-    return int(re.search(r"^Epoch (\d+)/\d+", dvc_output, re.M).group(1))
-
-
-def saved_arrays(keras_file: Path) -> dict[str, np.ndarray]:
-    """Every array of a ``.keras`` file, by its path in ``model.weights.h5``: the layers'
-    weights and the optimizer's state (Adam's step count and moments)."""
-    arrays: dict[str, np.ndarray] = {}
-
-    def collect(name: str, node: h5py.Dataset | h5py.Group) -> None:
-        if isinstance(node, h5py.Dataset):
-            arrays[name] = node[()]
-
-    with zipfile.ZipFile(keras_file) as archive:
-        with h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as weights:
-            weights.visititems(collect)
-    return arrays
-
-
-def folder_texts(folder: Path) -> dict[str, str]:
-    """The text of every file under ``folder`` (as DVCLive's: a summary and curves), by path."""
-    return {p.relative_to(folder).as_posix(): p.read_text() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 # --- The fingerprint follows the code the stage depends on -------------------------------

@@ -63,12 +63,17 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
     try:
         os.chmod(tmp, 0o777 & ~_UMASK)
         yield tmp
-        if path.exists() or path.is_symlink():
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
+        remove_path(path)
         os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def remove_path(path: Path | str) -> None:
+    """Remove a file, a symlink or a whole folder; nothing when ``path`` does not exist."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)

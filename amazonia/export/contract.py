@@ -94,7 +94,9 @@ SIGNATURES: Mapping[str, SignatureContract] = MappingProxyType(
 
 SAVED_MODEL_PB = "saved_model.pb"
 CANDIDATES_DIR = "candidates"  # under models/: exported, not yet checked, never served
-VERSION_DIR_RE = re.compile(r"^[1-9]\d{0,18}$")  # TF Serving's version folders: positive int64
+# What a poller takes for a version folder: a name of digits, parsed as the version.
+# Anything else (``.tmp-1.x``, ``candidates``) is skipped, as TF Serving skips it.
+VERSION_DIR_RE = re.compile(r"\d+")
 
 
 def published_dir(models_dir: Path | str, model_name: str, version: int) -> Path:

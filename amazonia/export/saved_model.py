@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import keras
@@ -40,6 +41,9 @@ from amazonia.model.input_pipeline import to_model_input
 from amazonia.model.names import INPUT_NAME
 
 log = logging.getLogger(__name__)
+
+_TF_ERROR_NOISE = ("Graph execution error", "Detected at node", "<stack traces", " ", "\t", "[[")
+_OP_SUFFIX = re.compile(r"\s*\[Op:[^\]]*\]\s*$")
 
 
 def export_saved_model(
@@ -149,3 +153,11 @@ def _check_input_size(model: keras.Model, image_size: int) -> None:
             f"model {model.name!r} takes inputs of shape {shapes}, but serialize.image_size is "
             f"{image_size} (expected [(None, {image_size}, {image_size}, 3)]); retrain ('dvc repro train')"
         )
+
+
+def tf_error_message(err: Exception) -> str:
+    """The useful line of a TensorFlow error: op errors open with graph and stack-trace
+    boilerplate, and the cause is the first other line."""
+    text = getattr(err, "message", None) or str(err)
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith(_TF_ERROR_NOISE)]
+    return _OP_SUFFIX.sub("", lines[0] if lines else text.strip() or type(err).__name__)

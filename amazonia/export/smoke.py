@@ -48,6 +48,7 @@ from amazonia.export.contract import (
 )
 from amazonia.export.saved_model import (
     load_trained_model,
+    tf_error_message,
 )
 from amazonia.model.input_pipeline import decode_image, to_model_input
 from amazonia.model.names import INPUT_NAME, OUTPUT_GROUND, OUTPUT_WEATHER
@@ -64,7 +65,6 @@ BYTES_TOLERANCE = 1e-5
 CLI_TOLERANCE = 1e-6  # the same graph on the same input, in another process
 CLI_TIMEOUT_S = 300
 _INIT_OP_SIGNATURE = "__saved_model_init_op"  # SavedModel bookkeeping, not a serving signature
-_TF_ERROR_NOISE = ("Graph execution error", "Detected at node", "<stack traces", " ", "\t", "[[")
 _OUTPUTS = sorted(SIGNATURES[SIGNATURE_FLOAT].outputs)
 
 Outputs = dict[str, np.ndarray]
@@ -461,9 +461,7 @@ def _format_tensor(tensor: dict[str, Any]) -> str:
 def _describe_error(err: Exception) -> str:
     if isinstance(err, AmazoniaError):
         return str(err)
-    # TensorFlow's op errors open with boilerplate; the cause is the first other line.
-    lines = [line for line in str(err).splitlines() if line.strip() and not line.startswith(_TF_ERROR_NOISE)]
-    return f"{type(err).__name__}: {(lines or [''])[0][:300]}"
+    return f"{type(err).__name__}: {tf_error_message(err)[:300]}"
 
 
 def _saved_model_cli() -> Path:

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from amazonia.data.records.manifest import Manifest, check_manifest
 from amazonia.data.records.schema import FEATURE_GROUND, FEATURE_IMAGE, FEATURE_WEATHER, feature_spec
+from amazonia.model.names import OUTPUT_GROUND, OUTPUT_WEATHER
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,8 @@ def to_model_input(image: tf.Tensor) -> tf.Tensor:
 def _parse(record: tf.Tensor, image_size: int) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
     example = tf.io.parse_single_example(record, feature_spec())
     labels = {
-        "weather": tf.cast(example[FEATURE_WEATHER], tf.float32),
-        "ground": tf.cast(example[FEATURE_GROUND], tf.float32),
+        OUTPUT_WEATHER: tf.cast(example[FEATURE_WEATHER], tf.float32),
+        OUTPUT_GROUND: tf.cast(example[FEATURE_GROUND], tf.float32),
     }
     return decode_image(example[FEATURE_IMAGE], image_size), labels
 
@@ -54,7 +55,7 @@ def load_split(
     cache_limit_mb: int = 4096,
     verify: bool = True,
 ) -> tuple[tf.data.Dataset, Manifest]:
-    """Batches of ``(float32 images in [0, 1], {"weather", "ground"})`` from a split folder.
+    """Batches of ``(float32 images in [0, 1], labels by output name)`` from a split folder.
 
     In shard order, or with ``shuffle`` in another order each pass, seeded by ``seed``.
     That sequence of orders restarts in every process, so a resumed run would not see

@@ -28,7 +28,7 @@ import numpy as np
 import yaml
 
 from amazonia.common.errors import AmazoniaError
-from amazonia.common.files import TEMP_PREFIX, write_json_atomic
+from amazonia.common.files import TEMP_PREFIX, remove_path, write_json_atomic
 from amazonia.data.records.manifest import read_manifest
 
 STATE_FILE = "state.json"
@@ -151,7 +151,15 @@ def clear_checkpoints(directory: Path | str) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     for path in directory.iterdir():
-        _remove(path)
+        remove_path(path)
+
+
+def save_model_atomic(model: keras.Model, path: Path | str) -> None:
+    """Save ``model`` as a ``.keras`` file that appears whole or not at all."""
+    path = Path(path)
+    tmp = path.with_name(TEMP_PREFIX + path.name)
+    model.save(tmp)
+    os.replace(tmp, path)
 
 
 def mark_complete(directory: Path | str) -> None:
@@ -171,13 +179,6 @@ def restore_live(snapshot: Path | str, live_dir: Path | str) -> None:
     live_dir = Path(live_dir)
     shutil.rmtree(live_dir, ignore_errors=True)
     shutil.copytree(snapshot, live_dir)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
 
 
 def rng_states(model: keras.Model) -> list[keras.Variable]:
@@ -222,9 +223,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         model_name = f"epoch-{epoch + 1:04d}.keras"
-        tmp = self.directory / f"{TEMP_PREFIX}{model_name}"
-        self.model.save(tmp)
-        os.replace(tmp, self.directory / model_name)
+        save_model_atomic(self.model, self.directory / model_name)
         live_name = None
         if self.live_dir is not None and self.live_dir.is_dir():
             live_name = f"live-{epoch + 1:04d}"
@@ -246,4 +245,4 @@ class EpochCheckpoint(keras.callbacks.Callback):
         # Earlier epochs, and what a kill left half-written.
         for old in self.directory.iterdir():
             if old.name not in (STATE_FILE, model_name, live_name):
-                _remove(old)
+                remove_path(old)

@@ -24,7 +24,6 @@ import gc
 import io
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -50,17 +49,19 @@ from tensorflow.core.protobuf import error_codes_pb2, saved_model_pb2
 from amazonia.common.errors import AmazoniaError
 from amazonia.export.contract import (
     LABEL_MAP_ASSET,
+    SAVED_MODEL_PB,
     SERVE_TAG,
     SIGNATURE_FLOAT,
     THRESHOLDS_ASSET,
+    VERSION_DIR_RE,
     load_assets,
 )
+from amazonia.export.saved_model import tf_error_message
 from amazonia.serving import rest
 from amazonia.serving.rest import NOT_FOUND, PAYLOAD_TOO_LARGE, RestError, bad_request
 
 log = logging.getLogger(__name__)
 
-SAVED_MODEL_PB = "saved_model.pb"
 DEFAULT_SIGNATURE = SIGNATURE_FLOAT  # "serving_default", TF Serving's default signature key too
 ASSETS = (LABEL_MAP_ASSET, THRESHOLDS_ASSET)
 AVAILABLE, LOADING, END = "AVAILABLE", "LOADING", "END"  # TF Serving's ModelVersionStatus states
@@ -68,9 +69,6 @@ MIN_DRAIN_BYTES = 64 * 2**20
 MAX_CALL_BATCH = 64  # instances per model call; larger requests are run in slices
 MAX_IMAGE_PIXELS = 4096 * 4096
 PREDICT_CONCURRENCY = max(4, 2 * (os.cpu_count() or 1))  # predictions running at once; others wait
-_VERSION_DIR = re.compile(r"\d+")
-_TF_NOISE = ("Graph execution error", "Detected at node", "<stack traces", " ", "\t", "[[")
-_OP_SUFFIX = re.compile(r"\s*\[Op:[^\]]*\]\s*$")
 
 
 # --- one version ----------------------------------------------------------------------------
@@ -158,7 +156,7 @@ def _warm_up(version: int, signatures: Mapping[str, Signature]) -> None:
         try:
             signature.function(**{k: _sample(spec, sample_image) for k, spec in signature.inputs.items()})
         except Exception as err:  # a model that fails on zeros may still serve real data
-            log.warning("version %d: warm-up call of %s failed: %s", version, name, tf_message(err))
+            log.warning("version %d: warm-up call of %s failed: %s", version, name, tf_error_message(err))
 
 
 def _sample(spec: rest.TensorSpec, image: bytes) -> tf.Tensor:
@@ -166,13 +164,6 @@ def _sample(spec: rest.TensorSpec, image: bytes) -> tf.Tensor:
     if spec.dtype == rest.DT_STRING:  # our string inputs are encoded images
         return tf.constant(np.full(shape, image, dtype=object))
     return tf.zeros(shape, tf.dtypes.as_dtype(types_pb2.DataType.Value(spec.dtype)))
-
-
-def tf_message(err: Exception) -> str:
-    """The useful line of a TensorFlow error, without graph and stack-trace noise."""
-    text = getattr(err, "message", None) or str(err)
-    lines = [line for line in text.splitlines() if line.strip() and not line.startswith(_TF_NOISE)]
-    return _OP_SUFFIX.sub("", lines[0] if lines else text.strip() or type(err).__name__)
 
 
 def _error_code(err: Exception) -> str:
@@ -226,7 +217,7 @@ class ModelRepository:
         return {
             int(entry.name): entry
             for entry in entries
-            if _VERSION_DIR.fullmatch(entry.name) and (entry / SAVED_MODEL_PB).is_file()
+            if VERSION_DIR_RE.fullmatch(entry.name) and (entry / SAVED_MODEL_PB).is_file()
         }
 
     def refresh(self) -> None:
@@ -255,7 +246,9 @@ class ModelRepository:
         try:
             loaded = load_version(path, version)
         except Exception as err:  # a bad folder must not stop the others
-            message = str(err) if isinstance(err, AmazoniaError) else f"cannot load {path}: {tf_message(err)}"
+            message = (
+                str(err) if isinstance(err, AmazoniaError) else f"cannot load {path}: {tf_error_message(err)}"
+            )
             log.warning("%s; serving the other versions", message)
             with self._lock:
                 self._failures = {
@@ -345,7 +338,7 @@ def predict(repository: ModelRepository, name: str, version: int | None, body: b
         outputs = run_signature(signature, tensors)
     except (tf.errors.OpError, ValueError, TypeError) as err:
         # TF Serving answers what the model refuses (undecodable image bytes...) with 400.
-        raise bad_request(tf_message(err)) from None
+        raise bad_request(tf_error_message(err)) from None
     return rest.dumps(rest.predict_response(outputs, request.row_format))
 
 
