@@ -26,6 +26,27 @@ class BadImageError(AmazoniaError):
     """A chip cannot be decoded (corrupt, truncated, not an image)."""
 
 
+class ImageTooLargeError(BadImageError):
+    """An image would decode to more pixels than the decode budget allows."""
+
+
+# STUB (issue 8): the images helper replaces this with the real, every-frame check.
+MAX_DECODED_PIXELS = 4096 * 4096
+
+
+def check_decode_budget(data: bytes) -> None:
+    """Raise :class:`ImageTooLargeError` when decoding ``data`` (every frame TensorFlow's or
+    PIL's decoder would touch) needs more than MAX_DECODED_PIXELS pixels; files that are no
+    image are left alone (the decoder reports them)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return
+    if width * height > MAX_DECODED_PIXELS:
+        raise ImageTooLargeError(f"an image of {width}x{height} pixels; at most {MAX_DECODED_PIXELS:,} are decoded")
+
+
 @dataclass(frozen=True)
 class PreparedChip:
     jpeg: bytes
