@@ -6,8 +6,6 @@ finds images through :func:`image_path`.
 
 from __future__ import annotations
 
-import csv
-import itertools
 import logging
 import os
 import shutil
@@ -56,22 +54,37 @@ def find_missing_images(root: Path | str, image_names: Iterable[str]) -> list[st
     return [n for n in image_names if f"{n}{IMAGE_SUFFIX}" not in present]
 
 
-def first_rows(root: Path | str, n: int) -> list[tuple[str, str]]:
-    """The first ``n`` ``(image_name, tags)`` rows of ``train_v2.csv``, unvalidated."""
-    with (Path(root) / TAGS_CSV).open(newline="") as handle:
-        return [(r["image_name"], r["tags"]) for r in itertools.islice(csv.DictReader(handle), n)]
+def is_utf8_name(name: str) -> bool:
+    """Whether a name from the filesystem was valid UTF-8 bytes (Python decodes invalid bytes
+    to lone surrogates, which DVC cannot hash and no UTF-8 CSV row can match)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def link_download(source: Path | str, dest: Path | str) -> str:
     """Bring a Kaggle download into ``dest`` by hard links, copying only across filesystems.
 
+    Files whose names are not UTF-8 are left out, with a warning naming them.
     Returns ``"hardlink"`` or ``"copy"``, whichever the filesystem allowed.
     """
     source, dest = Path(source), Path(dest)
     check_layout(source)
     (dest / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source / TAGS_CSV, dest / TAGS_CSV)
-    files = sorted(p for p in (source / IMAGE_DIR).iterdir() if p.is_file())
+    files, unreadable = [], []
+    for path in sorted(p for p in (source / IMAGE_DIR).iterdir() if p.is_file()):
+        (files if is_utf8_name(path.name) else unreadable).append(path)
+    if unreadable:
+        shown = ", ".join(repr(os.fsencode(p.name)) for p in unreadable[:5])
+        more = f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
+        log.warning(
+            "%s: skipped %d file(s) whose names are not UTF-8: %s%s; no row of %s can name them and "
+            "DVC cannot track them; if they are chips, rename them to UTF-8 (convmv -f latin1 -t utf8)",
+            source / IMAGE_DIR, len(unreadable), shown, more, TAGS_CSV,
+        )  # fmt: skip
     method = "hardlink"
     for path in tqdm(files, desc="link chips", unit="img", leave=False):
         target = dest / IMAGE_DIR / path.name

@@ -7,7 +7,9 @@ are encoded: everything else (records, model heads, metrics, the server) imports
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -92,33 +94,109 @@ def assign_split(image_name: str, val: float, test: float) -> str:
     return "train"
 
 
-def read_tags_csv(path: Path) -> pd.DataFrame:
-    """Read Kaggle's ``train_v2.csv``, checking its columns and names."""
+def read_tags_csv(path: Path | str) -> pd.DataFrame:
+    """Read Kaggle's ``train_v2.csv`` strictly: the ``image_name`` and ``tags`` columns,
+    indexed by each record's row in the file (the header is row 1).
+
+    UTF-8 with or without a byte-order mark (what Excel writes); blank lines are
+    ignored. Raises :class:`LabelError` naming the file and row for text that is not
+    UTF-8, a missing column, a row with too few or too many fields, a quote that is
+    never closed, and an empty, duplicate or path-like image name. The tags themselves
+    are checked by :func:`encode_tags`.
+    """
     path = Path(path)
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError:
-        raise LabelError(f"{path}: the CSV is empty; expected a header 'image_name,tags' and rows") from None
-    missing = [c for c in CSV_COLUMNS if c not in table.columns]
+        data = path.read_bytes()
+    except OSError as err:
+        raise LabelError(f"{path}: cannot read: {err.strerror or err}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        row = data[: err.start].count(b"\n") + 1
+        raise LabelError(
+            f"{path}, row {row}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); "
+            "save the file as UTF-8, as Kaggle's train_v2.csv is"
+        ) from None
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header, columns, names, tags, rows = None, {}, [], [], []
+    seen: dict[str, int] = {}
+    while True:
+        row = reader.line_num + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:
+            raise LabelError(f"{path}, row {row}: {_describe_csv_error(err)}") from None
+        if not fields:
+            continue
+        if reader.line_num != row:
+            raise LabelError(
+                f"{path}, row {row}: a quoted field runs on to row {reader.line_num}; "
+                "close the quote on its own row or remove it"
+            )
+        if header is None:
+            header = [f.strip() for f in fields]
+            columns = _column_positions(path, header)
+            continue
+        if len(fields) != len(header):
+            fix = (
+                "remove the extra field, or quote a field that holds a comma"
+                if len(fields) > len(header)
+                else "add the missing field (empty tags are written 'train_1,')"
+            )
+            raise LabelError(
+                f"{path}, row {row}: {len(fields)} field(s), expected {len(header)} "
+                f"({','.join(header)}); {fix}"
+            )
+        name = fields[columns["image_name"]].strip()
+        _check_image_name(path, row, name)
+        if name in seen:
+            raise LabelError(
+                f"{path}, row {row}: duplicate image_name {name!r} (first seen at row {seen[name]}); "
+                "each chip must be listed once"
+            )
+        seen[name] = row
+        names.append(name)
+        tags.append(fields[columns["tags"]])
+        rows.append(row)
+    if header is None:
+        raise LabelError(f"{path}: the CSV is empty; expected a header 'image_name,tags' and rows")
+    if not rows:
+        raise LabelError(f"{path}: the CSV has a header but no rows")
+    return pd.DataFrame({"image_name": names, "tags": tags}, index=pd.Index(rows, name="row"))
+
+
+def _column_positions(path: Path, header: list[str]) -> dict[str, int]:
+    """Where each of :data:`CSV_COLUMNS` is in ``header``."""
+    missing = [c for c in CSV_COLUMNS if c not in header]
     if missing:
         raise LabelError(
-            f"{path}: missing column(s) {', '.join(missing)}; found {list(table.columns)}, "
+            f"{path}: missing column(s) {', '.join(missing)}; found {header}, "
             f"expected {list(CSV_COLUMNS)} as in Kaggle's train_v2.csv"
         )
-    if table.empty:
-        raise LabelError(f"{path}: the CSV has a header but no rows")
-    names = table["image_name"].str.strip()
-    blank = names[names == ""]
-    if not blank.empty:
-        raise LabelError(f"{path}, row {_row(blank.index[0])}: empty image_name")
-    dup = names[names.duplicated()]
-    if not dup.empty:
-        first = names[names == dup.iloc[0]].index
+    doubled = sorted({c for c in header if header.count(c) > 1})
+    if doubled:
+        raise LabelError(f"{path}: column(s) {', '.join(doubled)} appear more than once in the header")
+    return {c: header.index(c) for c in CSV_COLUMNS}
+
+
+def _check_image_name(path: Path, row: int, name: str) -> None:
+    """An image name becomes ``train-jpg/<name>.jpg``: it must be a plain file name."""
+    if not name:
+        raise LabelError(f"{path}, row {row}: empty image_name")
+    if any(c in name for c in "/\\\0") or name in (".", ".."):
         raise LabelError(
-            f"{path}, row {_row(first[1])}: duplicate image_name {dup.iloc[0]!r} "
-            f"(first seen at row {_row(first[0])}); each chip must be listed once"
+            f"{path}, row {row}: image_name {name!r} is not a plain file name (no /, \\ or NUL; "
+            "not . or ..): it names train-jpg/<image_name>.jpg, so use the chip's file name without .jpg"
         )
-    return table.assign(image_name=names)
+
+
+def _describe_csv_error(err: csv.Error) -> str:
+    """The csv module's complaint in the user's terms."""
+    if "unexpected end of data" in str(err):
+        return "a quote opened on this row is never closed; close it or remove it"
+    return f"bad quoting ({err}); a field that holds a quote must be quoted whole, with the quote doubled"
 
 
 def encode_tags(
@@ -129,7 +207,8 @@ def encode_tags(
     missing_weather: str = "drop",
     source: str = "train_v2.csv",
 ) -> EncodedLabels:
-    """Encode a ``image_name,tags`` table into the article's label columns plus a split.
+    """Encode a ``image_name,tags`` table, as :func:`read_tags_csv` returns it (indexed by
+    row in the file), into the article's label columns plus a split.
 
     Raises :class:`LabelError` naming the row for unknown tags, two weather tags and
     (with ``missing_weather='error'``) rows with no weather tag.
@@ -141,13 +220,13 @@ def encode_tags(
         unknown = [t for t in tags if t not in known]
         if unknown:
             raise LabelError(
-                f"{source}, row {_row(idx)} ({name}): unknown tag(s) {', '.join(unknown)}; "
+                f"{source}, row {idx} ({name}): unknown tag(s) {', '.join(unknown)}; "
                 f"known tags are {', '.join(ALL_LABELS)}"
             )
         weather = [t for t in tags if t in LABELS_WEATHER]
         if len(weather) > 1:
             raise LabelError(
-                f"{source}, row {_row(idx)} ({name}): two weather tags ({', '.join(weather)}); "
+                f"{source}, row {idx} ({name}): two weather tags ({', '.join(weather)}); "
                 "a chip has exactly one of " + ", ".join(LABELS_WEATHER)
             )
         if not weather:
@@ -157,7 +236,7 @@ def encode_tags(
         w, g = tags_to_vectors(tags)
         rows.append((name, format_vector(w), format_vector(g), assign_split(name, val, test)))
     if no_weather and missing_weather == "error":
-        listed = ", ".join(f"row {_row(i)} ({n})" for i, n in no_weather[:10])
+        listed = ", ".join(f"row {i} ({n})" for i, n in no_weather[:10])
         more = f" and {len(no_weather) - 10} more" if len(no_weather) > 10 else ""
         raise LabelError(
             f"{source}: {len(no_weather)} row(s) have no weather tag: {listed}{more}; "
@@ -241,8 +320,3 @@ def read_label_map(path: Path) -> dict:
             f"{path}: label vocabulary differs from amazonia.data.labels; rerun 'dvc repro encode_labels'"
         )
     return found
-
-
-def _row(index: int) -> int:
-    """The 1-based line number in the CSV (header is line 1)."""
-    return int(index) + 2
