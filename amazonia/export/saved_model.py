@@ -7,8 +7,8 @@ two signatures, both listed in :data:`SIGNATURES`, the one description of the se
 interface that the smoke check and the server import:
 
 * ``serving_default``: float32 chips in [0, 1], as the model was trained on;
-* ``serving_bytes``: encoded JPEG or PNG files of any size, decoded and resized in
-  the graph, so a client needs neither TensorFlow nor this repository.
+* ``serving_bytes``: encoded JPEG, PNG, GIF, BMP, WebP or JPEG XL files of any size,
+  decoded and resized in the graph, so a client needs neither TensorFlow nor this repository.
 
 The label vocabulary and the tuned ground thresholds travel in the SavedModel's
 ``assets.extra/`` folder (read them with :func:`load_assets`), so a client can turn
@@ -104,13 +104,13 @@ def build_archive(model: keras.Model, image_size: int) -> keras.export.ExportArc
 
 
 def decode_any_image(data: tf.Tensor, image_size: int) -> tf.Tensor:
-    """Encoded JPEG/PNG/GIF/BMP bytes of any size -> float32 (S, S, 3) in [0, 1].
+    """Encoded JPEG/PNG/GIF/BMP/WebP/JPEG XL bytes of any size -> float32 (S, S, 3) in [0, 1].
 
     An S x S image gives exactly the training pixels (same decoder, same scaling as
     :func:`amazonia.model.input_pipeline.to_model_input`); other sizes are resized first.
+    The serialize stage (:mod:`amazonia.data.records.images`) decodes chips to these pixels.
     """
-    # channels=3 turns grayscale into RGB and drops alpha, as the serialize stage does.
-    image = to_model_input(tf.io.decode_image(data, channels=3, expand_animations=False))
+    image = to_model_input(decode_rgb(data))
     shape = tf.shape(image)
     same_size = tf.logical_and(tf.equal(shape[0], image_size), tf.equal(shape[1], image_size))
     image = tf.cond(
@@ -123,6 +123,23 @@ def decode_any_image(data: tf.Tensor, image_size: int) -> tf.Tensor:
         ),
     )
     return tf.ensure_shape(image, (image_size, image_size, 3))
+
+
+def decode_rgb(data: tf.Tensor) -> tf.Tensor:
+    """Encoded image bytes -> uint8 (H, W, 3): gray repeated, alpha dropped (not
+    composited), an animation's first frame.
+
+    Decoded with the file's own channels, then cut to RGB: ``channels=3`` gives the same
+    pixels for JPEG, PNG, GIF and BMP, but refuses a WebP with alpha or animation and a
+    JPEG XL that is not plain RGB ("Number of channels requested does not match input").
+    """
+    image = tf.io.decode_image(data, channels=0, expand_animations=False)
+    rgb = tf.cond(
+        tf.shape(image)[-1] < 3,
+        lambda: tf.tile(image[..., :1], [1, 1, 3]),  # gray, or gray + alpha
+        lambda: image[..., :3],
+    )
+    return tf.ensure_shape(rgb, (None, None, 3))
 
 
 def load_trained_model(path: Path | str) -> keras.Model:
