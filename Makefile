@@ -3,7 +3,7 @@
 # make bench : benchmarks (numbers go into README.md)
 # make serve : serve models/PlanetModel over TF Serving's REST API on 127.0.0.1:8501
 # make push / make pull : share DVC outputs through the configured remote
-# make report BASE=<rev> : markdown params/metrics diff against BASE
+# make report BASE=<rev> : markdown params/metrics diff, plots page and error gallery against BASE
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
@@ -42,13 +42,17 @@ push: install
 pull: install
 	$(BIN)/dvc pull
 
-BASE ?= main
+# Exported and read by the shell ("$$BASE"), never expanded by make into the command: CI
+# sets BASE=origin/<target branch> in the environment, and a branch name is not code.
+export BASE ?= main
 report: install
-	$(BIN)/python -m amazonia.report --base $(BASE)
+	$(BIN)/python -m amazonia.report --base "$$BASE"
 
+# zizmor: GitHub Actions security (injection, unpinned actions, leaked credentials), offline.
 lint: install
 	$(BIN)/ruff check amazonia stages tests bench
 	$(BIN)/ruff format --check amazonia stages tests bench
+	$(BIN)/zizmor --offline --persona=pedantic .github/workflows/
 
 clean:
 	rm -rf $(VENV)

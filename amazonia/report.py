@@ -1,45 +1,32 @@
 """A markdown report of what a change does to the pipeline, for pull requests.
 
 ``python -m amazonia.report --base REV [--out report.md] [--plots-dir dvc_plots]``
-compares the workspace with git revision ``REV`` through DVC itself
-(``dvc params diff --json``, ``dvc metrics diff --all --json`` and
-``dvc plots diff REV --out DIR``), prints the markdown and writes it to ``--out``.
-``make report BASE=main`` runs it; the pull-request workflow posts its output.
+compares the workspace with git revision ``REV``. What DVC prints, DVC prints:
+``dvc params diff --md`` and ``dvc metrics diff --md`` are the report's tables, and
+``dvc plots diff REV --out DIR`` draws every plot, base and change side by side, in
+``DIR/index.html``. Added here is only what DVC has no command for: which smoke checks
+failed (``dvc metrics diff`` drops lists) and where the plots page and the error
+gallery images are. ``make report BASE=main`` runs it; the pull-request workflow
+keeps its output as one comment per pull request, found again by ``COMMENT_MARKER``.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import subprocess
 import sys
-from collections import Counter
-from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 from amazonia.common.errors import AmazoniaError
+from amazonia.common.paths import EVAL_ERRORS_PNG, SMOKE_JSON
 
-LABELS_JSON = "metrics/labels.json"
-EVAL_JSON = "metrics/eval.json"
-SMOKE_JSON = "metrics/smoke.json"
-TRAIN_JSON = "metrics/train/metrics.json"
-CONFUSION_CSV = Path("metrics/eval/weather_confusion.csv")
-LABEL_MAP_JSON = Path("data/labels/label_map.json")
-CURVES_DIR = Path("metrics/train/plots/metrics")
-SPLITS = ("train", "val", "test")
-HEADLINE = (
-    ("f2", "eval F2 (ground, test split)"),
-    ("weather_accuracy", "weather accuracy"),
-    ("weather_macro_f1", "weather macro F1"),
-    ("gain_over_baseline.f2", "F2 gain over the baseline"),
-    ("gain_over_baseline.weather_accuracy", "weather accuracy gain over the baseline"),
-)
-CURVE_METRICS = ("loss", "weather_accuracy", "ground_f2")
-
-Diff = dict[str, dict[str, dict[str, Any]]]  # file -> key -> {"old", "new", "diff"}
+# The report's first line, invisible on GitHub: the workflow edits the comment that starts with it.
+COMMENT_MARKER = "<!-- amazonia-pr-report -->"
+ERRORS_PNG = EVAL_ERRORS_PNG.as_posix()
+ARTIFACT = "dvc-plots"  # the upload step's artifact name in .github/workflows/pr-report.yml
+PRECISION = 4  # digits DVC rounds metrics to
 
 
 class ReportError(AmazoniaError):
@@ -61,258 +48,112 @@ def dvc(args: list[str], cwd: Path) -> str:
     return result.stdout
 
 
-def dvc_json(args: list[str], cwd: Path) -> dict:
-    """``dvc ARGS --json``, parsed (an empty dict when DVC prints nothing)."""
-    out = dvc([*args, "--json"], cwd).strip()
-    return json.loads(out) if out else {}
+def dvc_table(args: list[str], cwd: Path) -> list[str]:
+    """The markdown table ``dvc ARGS --md`` prints; empty when it has no row."""
+    lines = [line for line in dvc([*args, "--md"], cwd).splitlines() if line.startswith("|")]
+    return lines if len(lines) > 2 else []
 
 
-def params_diff(base: str, cwd: Path) -> Diff:
-    """Params that differ between ``base`` and the workspace."""
-    return dvc_json(["params", "diff", base], cwd)
+def params_section(base: str, cwd: Path) -> list[str]:
+    """``dvc params diff BASE --md``: every param that differs."""
+    rows = dvc_table(["params", "diff", base], cwd)
+    return ["## Params", "", *(rows or ["No params changed."])]
 
 
-def metrics_diff(base: str, cwd: Path) -> Diff:
-    """Every metric at ``base`` and in the workspace (``--all``: unchanged ones too)."""
-    return dvc_json(["metrics", "diff", base, "--all"], cwd)
+def metrics_section(base: str, cwd: Path) -> list[str]:
+    """``dvc metrics diff BASE --md``: every metric that differs, base -> this change."""
+    rows = dvc_table(["metrics", "diff", base, "--precision", str(PRECISION)], cwd)
+    note = f"Unchanged metrics are left out: `dvc metrics diff {base} --all` lists them too."
+    return ["## Metrics", "", *(rows or ["No metrics changed."]), "", note]
 
 
-def plots_diff(base: str, out_dir: Path, cwd: Path) -> str | None:
-    """Render ``dvc plots diff`` into ``out_dir``; the error text when that fails.
+def smoke_section(workdir: Path) -> list[str]:
+    """Which checks of this change's smoke check failed: the list ``dvc metrics diff`` drops."""
+    path = workdir / SMOKE_JSON
+    if not path.is_file():
+        return ["## Smoke check", "", f"No `{SMOKE_JSON}` in this change."]
+    checks = json.loads(path.read_text()).get("checks", [])
+    failed = [check for check in checks if not check.get("passed")]
+    if not failed:
+        return ["## Smoke check", "", f"All {len(checks)} checks passed."]
+    return [
+        "## Smoke check",
+        "",
+        f"{len(failed)} of {len(checks)} checks failed; the model was not published:",
+        "",
+        *(f"- **{check.get('name')}**: {check.get('detail', '')}" for check in failed),
+    ]
 
+
+def plots_diff(base: str, out_dir: Path, cwd: Path) -> tuple[dict, str | None]:
+    """Render ``dvc plots diff`` into ``out_dir``; DVC's JSON of it, or the error text.
+
+    The HTML page goes to ``out_dir/index.html`` and images to ``out_dir/static/``; a
+    second, ``--json`` run over the same ``static/`` names the images of each revision.
     The tables carry the report, so failing plots are noted rather than fatal."""
     try:
         dvc(["plots", "diff", base, "--out", str(out_dir)], cwd)
+        listing = dvc(["plots", "diff", base, "--json", "--out", str(out_dir / "static")], cwd)
     except ReportError as err:
-        return str(err)
-    return None
+        return {}, str(err)
+    return json.loads(listing or "{}"), None
 
 
-def fmt(value: Any) -> str:
-    """A metric or param as a table cell: 4 decimals, missing as an em dash."""
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "✅ passed" if value else "❌ failed"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
-    return text.replace("|", "\\|")
+def gallery_images(listing: dict, path: str, cwd: Path) -> dict[str, str]:
+    """``{revision: image file}`` of the image plot ``path``, relative to ``cwd`` where possible."""
+    images = {}
+    for item in listing.get("data", {}).get(path, []):
+        if item.get("type") != "image":
+            continue
+        url = Path(item["url"])
+        shown = url.relative_to(cwd) if url.is_relative_to(cwd) else url
+        images.update({rev: shown.as_posix() for rev in item.get("revisions", [])})
+    return images
 
 
-def fmt_param(value: Any) -> str:
-    """A param as written in params.yaml (no rounding: 5e-05 must not read 0.0001)."""
-    return "—" if value is None else fmt(value if not isinstance(value, float) else repr(value))
+def image_errors(listing: dict, path: str) -> dict[str, str]:
+    """``{revision: DVC's reason}`` for the revisions where DVC could not load ``path``."""
+    return {
+        e["rev"]: e.get("msg", e.get("type", "")) for e in listing.get("errors", []) if e.get("name") == path
+    }
 
 
-def fmt_delta(entry: Mapping[str, Any]) -> str:
-    """``new - old`` with a sign, blank when DVC gives no numeric difference."""
-    delta = entry.get("diff")
-    if isinstance(delta, bool) or not isinstance(delta, (int, float)):
-        return ""
-    if delta == 0:
-        return "0"
-    return f"{delta:+.4f}" if isinstance(delta, float) else f"{delta:+d}"
-
-
-def table(header: Iterable[str], rows: Iterable[Iterable[str]]) -> list[str]:
-    """A markdown table."""
-    header = list(header)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines
-
-
-def entry(diff: Diff, path: str, key: str) -> dict[str, Any]:
-    """One metric's ``{"old", "new", "diff"}``; empty when neither side has it."""
-    return diff.get(path, {}).get(key, {})
-
-
-def params_section(params: Diff) -> list[str]:
-    """Every changed param, base -> this change."""
-    rows = [
-        [f"`{key}`", fmt_param(change.get("old")), fmt_param(change.get("new"))]
-        for path, changes in sorted(params.items())
-        for key, change in sorted(changes.items())
-    ]
-    if not rows:
-        return ["## Params", "", "No params changed."]
-    return ["## Params", "", *table(["param", "base", "this change"], rows)]
-
-
-def metric_rows(metrics: Diff, path: str, keys: Iterable[tuple[str, str]]) -> list[list[str]]:
-    """Rows ``name | base | this change | delta`` for the keys either side has."""
-    rows = []
-    for key, name in keys:
-        change = entry(metrics, path, key)
-        if change:
-            rows.append([name, fmt(change.get("old")), fmt(change.get("new")), fmt_delta(change)])
-    return rows
-
-
-def headline_section(metrics: Diff) -> list[str]:
-    """Eval F2, weather accuracy and the gains over the trivial baseline."""
-    rows = metric_rows(metrics, EVAL_JSON, HEADLINE)
-    if not rows:
-        return ["## Evaluation", "", f"No `{EVAL_JSON}` at either revision."]
-    return ["## Evaluation", "", *table(["metric", "base", "this change", "Δ"], rows)]
-
-
-def per_label_section(metrics: Diff) -> list[str]:
-    """F2 of every ground label, with its test support."""
-    labels = sorted(
-        {
-            key.split(".")[1]
-            for key in metrics.get(EVAL_JSON, {})
-            if key.startswith("ground.") and key.endswith(".f2")
-        }
-    )
-    rows = []
-    for label in labels:
-        f2 = entry(metrics, EVAL_JSON, f"ground.{label}.f2")
-        support = entry(metrics, EVAL_JSON, f"ground.{label}.support")
-        rows.append([label, fmt(f2.get("old")), fmt(f2.get("new")), fmt_delta(f2), fmt(support.get("new"))])
-    if not rows:
-        return []
-    return [
-        "## Per-label F2 (ground)",
-        "",
-        *table(["label", "base", "this change", "Δ", "test support"], rows),
-    ]
-
-
-def smoke_section(metrics: Diff, workdir: Path) -> list[str]:
-    """Whether the exported model passed its smoke check, and which checks failed."""
-    passed = entry(metrics, SMOKE_JSON, "passed")
-    if not passed:
-        return ["## Smoke check", "", f"No `{SMOKE_JSON}` at either revision."]
-    lines = [
-        "## Smoke check",
-        "",
-        *table(["", "base", "this change"], [["passed", fmt(passed.get("old")), fmt(passed.get("new"))]]),
-    ]
-    # `dvc metrics diff` drops lists, so the failed checks come from the file itself.
-    path = workdir / SMOKE_JSON
-    if passed.get("new") is False and path.is_file():
-        checks = json.loads(path.read_text()).get("checks", [])
-        lines += ["", "Failed checks:", ""]
-        lines += [f"- **{c.get('name')}**: {c.get('detail', '')}" for c in checks if not c.get("passed")]
-    return lines
-
-
-def dataset_section(metrics: Diff) -> list[str]:
-    """Chips read, encoded and dropped, and images per split."""
-    keys = [("rows", "chips listed"), ("encoded", "chips encoded")]
-    keys += [
-        (key, f"dropped: {key.split('.', 1)[1]}")
-        for key in sorted(metrics.get(LABELS_JSON, {}))
-        if key.startswith("dropped.")
-    ]
-    keys += [(f"counts.{split}.images", f"{split} images") for split in SPLITS]
-    rows = metric_rows(metrics, LABELS_JSON, keys)
-    if not rows:
-        return []
-    return ["## Dataset", "", *table(["count", "base", "this change", "Δ"], rows)]
-
-
-def training_section(metrics: Diff) -> list[str]:
-    """DVCLive's last-epoch summary (train and validation)."""
-    keys = sorted(metrics.get(TRAIN_JSON, {}))
-    rows = metric_rows(metrics, TRAIN_JSON, [(key, f"`{key}`") for key in keys])
-    if not rows:
-        return []
-    return ["## Training (last epoch)", "", *table(["metric", "base", "this change", "Δ"], rows)]
-
-
-def shown_in_tables(path: str, key: str) -> bool:
-    """Whether a metric already has a row in one of the report's own tables."""
-    if path == TRAIN_JSON:
-        return True
-    if path == EVAL_JSON:
-        return key in dict(HEADLINE) or (key.startswith("ground.") and key.endswith(".f2"))
-    if path == LABELS_JSON:
-        return key in ("rows", "encoded") or key.startswith("dropped.") or key.endswith(".images")
-    return path == SMOKE_JSON and key == "passed"
-
-
-def other_changes_section(metrics: Diff) -> list[str]:
-    """Every other metric that changed, folded away."""
-    rows = [
-        [f"`{path}`", f"`{key}`", fmt(change.get("old")), fmt(change.get("new")), fmt_delta(change)]
-        for path, changes in sorted(metrics.items())
-        for key, change in sorted(changes.items())
-        if not shown_in_tables(path, key) and change.get("old") != change.get("new")
-    ]
-    if not rows:
-        return []
-    body = table(["file", "metric", "base", "this change", "Δ"], rows)
-    return [
-        f"<details><summary>All other changed metrics ({len(rows)})</summary>",
-        "",
-        *body,
-        "",
-        "</details>",
-    ]
-
-
-def read_tsv(path: Path) -> dict[int, float]:
-    """A DVCLive ``step<TAB>value`` file as ``{step: value}``."""
-    with path.open(newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t")
-        next(reader, None)
-        return {int(row[0]): float(row[1]) for row in reader if row}
-
-
-def curves_section(workdir: Path) -> list[str]:
-    """This change's training curves as a table, one row per epoch."""
-    columns: dict[str, dict[int, float]] = {}
-    for metric in CURVE_METRICS:
-        for split, prefix in (("train", ""), ("eval", "val ")):
-            path = workdir / CURVES_DIR / split / f"{metric}.tsv"
-            if path.is_file():
-                columns[prefix + metric] = read_tsv(path)
-    steps = sorted({step for values in columns.values() for step in values})
-    if not steps:
-        return []
-    rows = [[str(step + 1), *(fmt(values.get(step)) for values in columns.values())] for step in steps]
-    return ["## Training curves (this change)", "", *table(["epoch", *columns], rows)]
-
-
-def confusion_section(workdir: Path) -> list[str]:
-    """This change's weather confusion matrix, counted from DVC's per-image CSV."""
-    path = workdir / CONFUSION_CSV
-    if not path.is_file():
-        return []
-    with path.open(newline="") as handle:
-        pairs = Counter((row["actual"], row["predicted"]) for row in csv.DictReader(handle))
-    # Every weather class, also those never seen in this test split, when the label map is here.
-    label_map = workdir / LABEL_MAP_JSON
-    known = json.loads(label_map.read_text()).get("weather", []) if label_map.is_file() else []
-    classes = [*known, *sorted({name for pair in pairs for name in pair} - set(known))]
-    rows = [[f"**{actual}**", *(str(pairs.get((actual, p), 0)) for p in classes)] for actual in classes]
-    return [
-        "## Weather confusion matrix (this change, test split)",
-        "",
-        "Rows: actual; columns: predicted.",
-        "",
-        *table(["actual \\ predicted", *classes], rows),
-    ]
-
-
-def plots_section(base: str, plots_dir: Path, error: str | None) -> list[str]:
-    """Where ``dvc plots diff`` put the interactive base-vs-change plots."""
+def plots_section(base: str, plots_dir: Path, listing: dict, error: str | None, cwd: Path) -> list[str]:
+    """Where ``dvc plots diff`` put the page, and the error gallery of each side."""
     lines = ["## Plots", ""]
     if error:
         return [*lines, f"`dvc plots diff {base}` failed, no plots this time:", "", "```", error, "```"]
     lines.append(
-        f"Training curves, the weather confusion matrix, per-label F2 and sample chips, base and this change "
-        f"overlaid: `dvc plots diff {base} --out {plots_dir}` wrote `{plots_dir}/index.html` (HTML + Vega)."
+        f"`dvc plots diff {base} --out {plots_dir}` drew every plot, base and this change side by side, "
+        f"in `{plots_dir}/index.html`: training curves, the weather confusion matrix, per-label F2, "
+        "per-label precision-recall curves (a dot on each tuned threshold), sample chips and "
+        "the error gallery."
     )
     run_url = github_run_url()
     if run_url:
-        lines.append(
-            f"In CI: download the `dvc-plots` artifact of [this workflow run]({run_url}), open `index.html`."
-        )
+        lines += [
+            "",
+            f"In CI: download the `{ARTIFACT}` artifact of [this workflow run]({run_url}), "
+            "unzip it and open `index.html`; the galleries are the files named below, under `static/`.",
+        ]
+    images, errors = gallery_images(listing, ERRORS_PNG, cwd), image_errors(listing, ERRORS_PNG)
+    lines += [
+        "",
+        f"**Error gallery** (`{ERRORS_PNG}`): the test chips the model gets most confidently wrong, "
+        "red frame a false positive, blue a false negative, each captioned with its true and predicted "
+        "tags and the probabilities and thresholds that decided them.",
+        "",
+    ]
+    for rev, side in ((base, "base"), ("workspace", "this change")):
+        if rev in images:
+            lines.append(f"- {side} (`{rev}`): `{images[rev]}`")
+        else:
+            why = errors.get(rev, "no such plot at this revision")
+            lines.append(
+                f"- {side} (`{rev}`): none (DVC: {why}). A revision older than the gallery has none; "
+                "otherwise its image is in neither the DVC cache nor the remote (DVC reads it from "
+                "the remote when one is set up and holds it)."
+            )
     return lines
 
 
@@ -332,25 +173,19 @@ def short_sha(rev: str, cwd: Path) -> str:
 
 def build_report(base: str, workdir: Path, plots_dir: Path) -> tuple[str, list[str]]:
     """The whole markdown report (``base`` against the workspace in ``workdir``) and warnings."""
-    params = params_diff(base, workdir)
-    metrics = metrics_diff(base, workdir)
-    plots_error = plots_diff(base, plots_dir, workdir)
+    params = params_section(base, workdir)
+    metrics = metrics_section(base, workdir)
+    listing, plots_error = plots_diff(base, plots_dir, workdir)
     warnings = [f"dvc plots diff failed, the report has no plots: {plots_error}"] if plots_error else []
-    head = short_sha("HEAD", workdir)
+    title = f"# Pipeline report: base `{base}` ({short_sha(base, workdir)}) vs this change"
     sections = [
-        [f"# Pipeline report: base `{base}` ({short_sha(base, workdir)}) vs this change ({head})"],
-        params_section(params),
-        headline_section(metrics),
-        per_label_section(metrics),
-        smoke_section(metrics, workdir),
-        dataset_section(metrics),
-        training_section(metrics),
-        curves_section(workdir),
-        confusion_section(workdir),
-        plots_section(base, plots_dir, plots_error),
-        other_changes_section(metrics),
+        [COMMENT_MARKER, f"{title} ({short_sha('HEAD', workdir)})"],
+        params,
+        metrics,
+        smoke_section(workdir),
+        plots_section(base, plots_dir, listing, plots_error, workdir),
     ]
-    return "\n\n".join("\n".join(section) for section in sections if section) + "\n", warnings
+    return "\n\n".join("\n".join(section) for section in sections) + "\n", warnings
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

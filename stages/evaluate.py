@@ -1,14 +1,22 @@
 """Stage evaluate: the Kaggle F2 and friends on the test split, against a trivial baseline.
 
 Ground thresholds are tuned on val and saved to models/thresholds.json for export
-and serving; metrics/eval.json and two plot tables go to metrics/.
+and serving; metrics/eval.json, three plot tables and the error gallery go to
+metrics/eval/ (DVC plots: `dvc plots show`, `dvc plots diff <rev>`).
 """
 
 import keras
 
-from amazonia.common.files import write_json_atomic, write_text_atomic
+from amazonia.common.files import write_bytes_atomic, write_json_atomic, write_text_atomic
 from amazonia.common.params import load_params
-from amazonia.common.paths import EVAL_JSON, EVAL_PLOTS_DIR, MODEL_KERAS, RECORDS_DIR, THRESHOLDS_JSON
+from amazonia.common.paths import (
+    EVAL_ERRORS_PNG,
+    EVAL_JSON,
+    EVAL_PLOTS_DIR,
+    MODEL_KERAS,
+    RECORDS_DIR,
+    THRESHOLDS_JSON,
+)
 from amazonia.common.stage import run_stage
 from amazonia.model.evaluation import evaluate_model
 
@@ -21,6 +29,8 @@ def main() -> None:
     write_json_atomic(EVAL_JSON, evaluation.metrics)
     write_text_atomic(EVAL_PLOTS_DIR / "weather_confusion.csv", evaluation.weather_confusion_csv)
     write_text_atomic(EVAL_PLOTS_DIR / "ground_f2.csv", evaluation.ground_f2_csv)
+    write_text_atomic(EVAL_PLOTS_DIR / "ground_pr.csv", evaluation.ground_pr_csv)
+    write_bytes_atomic(EVAL_ERRORS_PNG, evaluation.errors_png)
 
 
 if __name__ == "__main__":

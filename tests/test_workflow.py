@@ -7,10 +7,12 @@ as configuration."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,12 @@ REMOTE_SECRETS = {
     "GITHUB_TOKEN": "gh-token",
 }
 NO_SECRETS = {"GITHUB_TOKEN": "gh-token"}  # forks, or no remote set up: GitHub gives ""
+# What the runner sets in every step's environment.
+RUNNER_ENV = {
+    "GITHUB_SERVER_URL": "https://github.com",
+    "GITHUB_REPOSITORY": "team/amazonia",
+    "GITHUB_RUN_ID": "42",
+}
 
 EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
 ENV_TEST = re.compile(r"^env\.(\w+)\s*(==|!=)\s*''$")
@@ -92,9 +100,47 @@ def runs(step: dict, env: dict[str, str]) -> bool:
     return (env.get(name, "") == "") == (operator == "==")
 
 
+BOT = "github-actions[bot]"
+COMMENTS_PER_PAGE = 2  # small, so that finding the report comment must look past the first page
+FAKE_GH = """#!{python}
+# gh as the workflow's comment step calls it, over a JSON list of the pull request's comments.
+import json, os, subprocess, sys
+from pathlib import Path
+
+state = Path({folder!r}) / "comments.json"
+args = sys.argv[1:]
+with open(state.parent / "gh.args", "a") as log:
+    log.write(json.dumps(args) + "\\n")
+comments = json.loads(state.read_text()) if state.exists() else []
+option = lambda name: args[args.index(name) + 1] if name in args else None
+path = next((a for a in args if a.startswith("repos/")), None)
+if args[:2] == ["pr", "comment"]:
+    assert args[2] == {pr!r}, args
+    new_id = max([c["id"] for c in comments], default=0) + 1
+    body = Path(option("--body-file")).read_text()
+    comments.append({{"id": new_id, "user": {{"login": {bot!r}}}, "body": body}})
+elif args[0] == "api" and option("--method") == "PATCH":
+    comment_id = int(path.rsplit("/", 1)[1])
+    assert path == "repos/" + os.environ["GITHUB_REPOSITORY"] + "/issues/comments/" + str(comment_id), path
+    (comment,) = [c for c in comments if c["id"] == comment_id]
+    assert comment["user"]["login"] == {bot!r}, "GitHub lets a token edit only its own comments"
+    comment["body"] = Path(option("-F").removeprefix("body=@")).read_text()
+elif args[0] == "api" and "--paginate" in args:
+    assert path == "repos/" + os.environ["GITHUB_REPOSITORY"] + "/issues/" + {pr!r} + "/comments", path
+    for start in range(0, len(comments), {per_page}):  # gh applies --jq to each page
+        page = json.dumps(comments[start : start + {per_page}])
+        jq = subprocess.run(["jq", "-r", option("--jq")], input=page, capture_output=True, text=True)
+        assert jq.returncode == 0, jq.stderr
+        sys.stdout.write(jq.stdout)
+else:
+    sys.exit("fake gh: not what the workflow calls: " + " ".join(args))
+state.write_text(json.dumps(comments))
+"""
+
+
 def fake_tools(folder: Path, *, dry_make: bool = False) -> Path:
     """``make`` that runs this checkout's virtualenv (what conftest.make does), and ``gh``
-    that keeps what it would post in ``folder/posted.md`` and its arguments in ``folder/gh.args``."""
+    that keeps the pull request's comments in ``folder/comments.json`` (see :func:`comments`)."""
     folder.mkdir()
     real_make = shutil.which("make")
     assert real_make, "make is not installed"
@@ -103,16 +149,19 @@ def fake_tools(folder: Path, *, dry_make: bool = False) -> Path:
         f'#!/bin/sh\nexec {real_make} {dry}--no-print-directory -o .venv/.installed BIN="{BIN}" "$@"\n'
     )
     (folder / "gh").write_text(
-        "#!/bin/sh\n"
-        f'printf "%s\\n" "$@" > "{folder}/gh.args"\n'
-        "while [ $# -gt 0 ]; do\n"
-        f'  if [ "$1" = --body-file ]; then cp "$2" "{folder}/posted.md"; fi\n'
-        "  shift\n"
-        "done\n"
+        FAKE_GH.format(
+            python=sys.executable, folder=str(folder), pr=PR_NUMBER, bot=BOT, per_page=COMMENTS_PER_PAGE
+        )
     )
     for tool in ("make", "gh"):
         (folder / tool).chmod(0o755)
     return folder
+
+
+def comments(tools: Path) -> list[dict]:
+    """The pull request's comments as the fake ``gh`` left them."""
+    path = tools / "comments.json"
+    return json.loads(path.read_text()) if path.exists() else []
 
 
 def run_step(step: dict, repo: Path, env: dict[str, str], values: dict[str, str], tools: Path, **extra: str):
@@ -164,9 +213,44 @@ def checkout(tmp_path: Path) -> Path:
 def test_it_runs_on_pull_requests_with_full_history(workflow: dict, job: dict) -> None:
     # PyYAML reads the bare key `on` as True (YAML 1.1).
     assert "pull_request" in workflow.get("on", workflow.get(True))
-    assert workflow["permissions"]["pull-requests"] == "write"
+    assert workflow["permissions"] == {}  # nothing for jobs that do not ask
+    assert job["permissions"] == {"contents": "read", "pull-requests": "write"}
     (checkout,) = [s for s in job["steps"] if s.get("uses", "").startswith("actions/checkout@")]
     assert checkout["with"]["fetch-depth"] == 0  # origin/<base> for the report
+    # The token stays out of .git/config, which lies in the workspace the artifact step reads.
+    assert checkout["with"]["persist-credentials"] is False
+
+
+def test_zizmor_as_make_lint_runs_it_finds_nothing(tmp_path: Path) -> None:
+    """No template injection, unpinned action or persisted credential (and zizmor's
+    pedantic findings): the command ``make lint`` runs, run here so the suite keeps it so."""
+    dry = subprocess.run(
+        ["make", "-n", "--no-print-directory", "-o", ".venv/.installed", f"BIN={BIN}", "lint"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    (command,) = [line for line in dry.splitlines() if "zizmor" in line]
+    assert "--offline" in command and ".github/workflows/" in command
+    result = subprocess.run(command, shell=True, cwd=ROOT, capture_output=True, text=True, env=tool_env())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "No findings to report" in result.stdout + result.stderr
+
+    # And it does catch the old workflow's mistakes.
+    bad = tmp_path / ".github/workflows/bad.yml"
+    bad.parent.mkdir(parents=True)
+    bad.write_text(
+        "on: pull_request\npermissions: {}\njobs:\n  a:\n    name: a\n    runs-on: ubuntu-latest\n"
+        "    steps:\n      - uses: actions/checkout@v4\n"
+        "      - run: make report BASE=origin/${{ github.base_ref }}\n"
+        "      - uses: actions/upload-artifact@v4\n        with:\n          path: .\n"
+    )
+    found = subprocess.run(
+        [str(BIN / "zizmor"), "--offline", "--format", "json", str(bad.parent)],
+        capture_output=True,
+        text=True,
+    )
+    assert {finding["ident"] for finding in json.loads(found.stdout)} >= {
+        "template-injection", "unpinned-uses", "artipacked"
+    }  # fmt: skip
 
 
 # --- what the steps do ------------------------------------------------------------------------
@@ -191,6 +275,8 @@ def test_every_step_that_runs_succeeds_and_the_pipeline_runs_once(
     values = context(secrets)
     env = job_env(workflow, job, values)
     tools = fake_tools(tmp_path / "tools", dry_make=True)
+    # `make -n report` writes no report: the comment step gets a stand-in, marker first.
+    (checkout / "report.md").write_text(f"{report.COMMENT_MARKER}\n# stand-in\n")
     ran = []
     for step in job["steps"]:
         if not runs(step, env) or "run" not in step:
@@ -200,14 +286,17 @@ def test_every_step_that_runs_succeeds_and_the_pipeline_runs_once(
             # but computes nothing: a dry run of later stages needs data/raw to exist.
             assert step["run"].strip() == "dvc repro --pull", "update this test's dry run"
             step = {**step, "run": "dvc repro --pull --dry ingest"}
-        result = run_step(step, checkout, env, values, tools, GITHUB_PATH=str(tmp_path / "github_path"))
+        result = run_step(
+            step, checkout, env, values, tools, GITHUB_PATH=str(tmp_path / "github_path"), **RUNNER_ENV
+        )
         assert result.returncode == 0, f"step {step.get('name')!r}:\n{result.stdout}\n{result.stderr}"
         ran.append(step.get("name"))
     pipeline = [name for name in ran if name.startswith("Run the pipeline")]
     assert len(pipeline) == 1, ran
     assert ("Push the outputs for reviewers" in ran) == bool(secrets.get("DVC_REMOTE_URL")), ran
     assert ("Configure the DVC remote from secrets" in ran) == bool(secrets.get("DVC_REMOTE_URL")), ran
-    assert ran[-2:] == ["Build the report", "Post the report as a PR comment"]
+    assert ran[-2:] == ["Build the report", "Post or update the report comment"]
+    assert [c["body"] for c in comments(tools)] == [(checkout / "report.md").read_text()]
 
 
 def test_install_step_puts_the_makefiles_virtualenv_on_path(
@@ -255,35 +344,53 @@ def test_remote_step_keeps_the_credentials_out_of_git(
     assert run(["git", "check-ignore", "-q", ".dvc/config.local"], checkout, check=False).returncode == 0
 
 
-def test_report_steps_post_the_report_that_make_report_writes(
+def test_report_steps_keep_one_report_comment_per_pull_request(
     workflow: dict, job: dict, tmp_path: Path, checkout: Path
 ) -> None:
-    """``make report BASE=origin/<base>`` for real (over the committed metrics), then the
-    comment step with a fake ``gh``: it posts that very report, with the plots' artifact."""
+    """``make report`` with BASE=origin/<base> for real (over the committed metrics), then the
+    comment step with a fake ``gh`` over the pull request's comments, on two pushes: the
+    first push adds the report comment, the second edits it; nobody else's comment moves."""
+    if not shutil.which("jq"):
+        pytest.skip("jq not installed: the fake gh evaluates the step's --jq filter with it")
     values = context(NO_SECRETS)
     env = job_env(workflow, job, values)
     tools = fake_tools(tmp_path / "tools")
-    github = {"GITHUB_SERVER_URL": "https://github.com", "GITHUB_REPOSITORY": "team/amazonia"}
-    github["GITHUB_RUN_ID"] = "42"
+    others = [
+        {"id": 1, "user": {"login": "alice"}, "body": f"{report.COMMENT_MARKER} quoted by a person"},
+        {"id": 2, "user": {"login": BOT}, "body": "another workflow's comment"},
+        {"id": 3, "user": {"login": "bob"}, "body": "looks good"},
+    ]
+    (tools / "comments.json").write_text(json.dumps(others))
+    build, post = step_named(job, "Build the report"), step_named(job, "Post or update the report comment")
 
-    built = run_step(step_named(job, "Build the report"), checkout, env, values, tools, **github)
+    built = run_step(build, checkout, env, values, tools, **RUNNER_ENV)
     assert built.returncode == 0, built.stderr
-    assert f"# Pipeline report: base `origin/{BASE_REF}`" in built.stdout
-    assert "| `train.learning_rate` | 0.001 | 0.003 |" in built.stdout
-
-    posted = run_step(step_named(job, "Post the report as a PR comment"), checkout, env, values, tools)
-    assert posted.returncode == 0, posted.stderr
-    assert (tools / "gh.args").read_text().splitlines()[:3] == ["pr", "comment", PR_NUMBER]
-    body = (tools / "posted.md").read_text()
-    assert body and body in built.stdout
-    assert body == (checkout / report.parse_args(["--base", BASE_REF]).out).read_text()
-
+    first = (checkout / report.parse_args(["--base", BASE_REF]).out).read_text()
+    assert first.startswith(f"{report.COMMENT_MARKER}\n# Pipeline report: base `origin/{BASE_REF}`")
+    assert ["params.yaml", "train.learning_rate", "0.001", "0.003"] in [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in first.splitlines()
+        if line.startswith("|")
+    ]
     # The plots the report points to are the artifact the upload step takes.
     (upload,) = [s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-artifact@")]
     assert runs(upload, env)
     assert (checkout / upload["with"]["path"] / "index.html").is_file()
-    assert f"`{upload['with']['name']}` artifact" in body
-    assert "https://github.com/team/amazonia/actions/runs/42" in body
+    assert upload["with"]["name"] == report.ARTIFACT and f"`{report.ARTIFACT}` artifact" in first
+    assert "https://github.com/team/amazonia/actions/runs/42" in first
+
+    posted = run_step(post, checkout, env, values, tools, **RUNNER_ENV)
+    assert posted.returncode == 0, posted.stderr
+    assert comments(tools) == [*others, {"id": 4, "user": {"login": BOT}, "body": first}]
+
+    # The next push: another report, the same comment.
+    (checkout / "report.md").write_text(first.replace("Pipeline report", "Pipeline report, second push"))
+    posted = run_step(post, checkout, env, values, tools, **RUNNER_ENV)
+    assert posted.returncode == 0, posted.stderr
+    assert comments(tools) == [
+        *others,
+        {"id": 4, "user": {"login": BOT}, "body": (checkout / "report.md").read_text()},
+    ]
 
 
 def test_default_remote_is_a_folder_beside_the_checkout(tmp_path: Path) -> None:

@@ -2,8 +2,10 @@
 
 Ground thresholds are tuned on the val split; the same tuning is applied to the
 baseline (majority weather, each ground label scored by its training frequency),
-so the comparison is fair. Everything here is a pure function of the model and the
-records: the same model and data give the same bytes.
+so the comparison is fair. For a person to look at: per-label precision-recall
+curves and a gallery of the test chips the model gets most confidently wrong.
+Everything here is a pure function of the model and the records: the same model
+and data give the same bytes.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 
 from amazonia.data.labels import LABELS_GROUND, LABELS_WEATHER
 from amazonia.data.records.manifest import check_manifest
+from amazonia.model import error_gallery, pr_curves
 from amazonia.model.input_pipeline import load_split
 from amazonia.model.metrics import (
     prior_scores,
@@ -34,12 +37,14 @@ BASELINE_WHAT = "majority weather; each ground label scored by its training freq
 
 @dataclass(frozen=True)
 class Evaluation:
-    """What the evaluate stage writes: thresholds, the metrics file, two plot tables."""
+    """What the evaluate stage writes: thresholds, the metrics file, three plot tables, a gallery."""
 
     thresholds: dict[str, dict[str, float]]
     metrics: dict
     weather_confusion_csv: str
     ground_f2_csv: str
+    ground_pr_csv: str  # pr_curves.precision_recall_rows
+    errors_png: bytes  # error_gallery.render_gallery
 
 
 def predict_split(model: keras.Model, split_dir: Path | str, image_size: int) -> tuple[np.ndarray, ...]:
@@ -53,6 +58,35 @@ def predict_split(model: keras.Model, split_dir: Path | str, image_size: int) ->
         probs_w.append(np.asarray(outputs[OUTPUT_WEATHER]))
         probs_g.append(np.asarray(outputs[OUTPUT_GROUND]))
     return tuple(np.concatenate(parts) for parts in (truths_w, truths_g, probs_w, probs_g))
+
+
+def chips_at(split_dir: Path | str, image_size: int, indices: list[int]) -> dict[int, tuple[str, np.ndarray]]:
+    """``{index: (image name, uint8 image)}`` of the chips at ``indices`` in :func:`predict_split`'s order."""
+    wanted, found = set(indices), {}
+    if not wanted:
+        return found
+    # The same reader as predict_split (one place for the record order); hashes were checked there.
+    data, _ = load_split(
+        split_dir, image_size, batch_size=PREDICT_BATCH, cache=False, verify=False, with_names=True
+    )
+    for batch, (images, _, names) in enumerate(data):
+        first = batch * PREDICT_BATCH
+        for index in sorted(wanted.intersection(range(first, first + len(names)))):
+            # Back to the stored uint8 pixels: load_split divided them by 255 in float32.
+            pixels = np.round(images[index - first].numpy() * 255.0).astype(np.uint8)
+            found[index] = (names[index - first].numpy().decode("utf-8"), pixels)
+        if len(found) == len(wanted):
+            break
+    return found
+
+
+def error_gallery_png(
+    test: tuple[np.ndarray, ...], thresholds: np.ndarray, split_dir: Path | str, image_size: int
+) -> bytes:
+    """The gallery of the test chips with the most confident mistakes (see :mod:`error_gallery`)."""
+    chips = error_gallery.select_chips(*test, thresholds)
+    found = chips_at(split_dir, image_size, [chip.index for chip in chips])
+    return error_gallery.render_gallery([(chip, *found[chip.index]) for chip in chips])
 
 
 def evaluate_model(model: keras.Model, records_dir: Path | str, image_size: int) -> Evaluation:
@@ -94,6 +128,8 @@ def evaluate_model(model: keras.Model, records_dir: Path | str, image_size: int)
         metrics=metrics,
         weather_confusion_csv=to_csv(weather_confusion(test[0], test[2])),
         ground_f2_csv=to_csv(per_label),
+        ground_pr_csv=to_csv(pr_curves.precision_recall_rows(test[1], test[3], thresholds)),
+        errors_png=error_gallery_png(test, thresholds, records_dir / "test", image_size),
     )
 
 

@@ -14,7 +14,13 @@ from pathlib import Path
 import tensorflow as tf
 
 from amazonia.data.records.manifest import Manifest, check_manifest
-from amazonia.data.records.schema import FEATURE_GROUND, FEATURE_IMAGE, FEATURE_WEATHER, feature_spec
+from amazonia.data.records.schema import (
+    FEATURE_GROUND,
+    FEATURE_IMAGE,
+    FEATURE_NAME,
+    FEATURE_WEATHER,
+    feature_spec,
+)
 from amazonia.model.names import OUTPUT_GROUND, OUTPUT_WEATHER
 
 log = logging.getLogger(__name__)
@@ -35,13 +41,14 @@ def to_model_input(image: tf.Tensor) -> tf.Tensor:
     return tf.cast(image, tf.float32) / 255.0
 
 
-def _parse(record: tf.Tensor, image_size: int) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+def _parse(record: tf.Tensor, image_size: int, with_names: bool = False) -> tuple[tf.Tensor, ...]:
     example = tf.io.parse_single_example(record, feature_spec())
     labels = {
         OUTPUT_WEATHER: tf.cast(example[FEATURE_WEATHER], tf.float32),
         OUTPUT_GROUND: tf.cast(example[FEATURE_GROUND], tf.float32),
     }
-    return decode_image(example[FEATURE_IMAGE], image_size), labels
+    image = decode_image(example[FEATURE_IMAGE], image_size)
+    return (image, labels, example[FEATURE_NAME]) if with_names else (image, labels)
 
 
 def load_split(
@@ -54,8 +61,10 @@ def load_split(
     cache: bool = True,
     cache_limit_mb: int = 4096,
     verify: bool = True,
+    with_names: bool = False,
 ) -> tuple[tf.data.Dataset, Manifest]:
-    """Batches of ``(float32 images in [0, 1], labels by output name)`` from a split folder.
+    """Batches of ``(float32 images in [0, 1], labels by output name)`` from a split folder;
+    with ``with_names``, a third element: the chips' image names (bytes), e.g. to caption them.
 
     In shard order, or with ``shuffle`` in another order each pass, seeded by ``seed``.
     That sequence of orders restarts in every process, so a resumed run would not see
@@ -65,7 +74,13 @@ def load_split(
     missing or half-written shard stops here with a message instead of mid-epoch.
     """
     examples, manifest = _examples(
-        split_dir, image_size, cache, cache_limit_mb, verify, file_seed=seed if shuffle else None
+        split_dir,
+        image_size,
+        cache,
+        cache_limit_mb,
+        verify,
+        file_seed=seed if shuffle else None,
+        with_names=with_names,
     )
     if shuffle:
         examples = examples.shuffle(_shuffle_buffer(manifest), seed=seed, reshuffle_each_iteration=True)
@@ -74,7 +89,7 @@ def load_split(
     dataset = dataset.apply(
         tf.data.experimental.assert_cardinality(batches_per_epoch(manifest.examples, batch_size))
     )
-    dataset = dataset.map(lambda x, y: (to_model_input(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(lambda x, *rest: (to_model_input(x), *rest), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE), manifest
 
 
@@ -133,9 +148,10 @@ def _examples(
     cache_limit_mb: int,
     verify: bool,
     file_seed: int | None,
+    with_names: bool = False,
 ) -> tuple[tf.data.Dataset, Manifest]:
-    """Decoded ``(uint8 image, labels)`` of a checked split, shards in order or shuffled
-    once by ``file_seed``; cached in memory when asked and they fit."""
+    """Decoded ``(uint8 image, labels[, name])`` of a checked split, shards in order or
+    shuffled once by ``file_seed``; cached in memory when asked and they fit."""
     manifest = check_manifest(split_dir, image_size=image_size, verify_hashes=verify)
     files = [str(Path(split_dir) / s.file) for s in manifest.shards]
     dataset = tf.data.Dataset.from_tensor_slices(files)
@@ -149,7 +165,7 @@ def _examples(
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
-    dataset = dataset.map(lambda r: _parse(r, image_size), num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(lambda r: _parse(r, image_size, with_names), num_parallel_calls=tf.data.AUTOTUNE)
     decoded_mb = manifest.examples * image_size * image_size * 3 / 2**20
     if cache and decoded_mb <= cache_limit_mb:
         dataset = dataset.cache()
