@@ -26,7 +26,7 @@ from amazonia.common.paths import EVAL_ERRORS_PNG, SMOKE_JSON
 COMMENT_MARKER = "<!-- amazonia-pr-report -->"
 ERRORS_PNG = EVAL_ERRORS_PNG.as_posix()
 ARTIFACT = "dvc-plots"  # the upload step's artifact name in .github/workflows/pr-report.yml
-PRECISION = 4  # digits DVC rounds metrics to
+PRECISION = 4  # decimals in the metrics table (`dvc metrics diff --precision`; DVC would print 5)
 
 
 class ReportError(AmazoniaError):

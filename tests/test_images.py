@@ -253,6 +253,19 @@ def test_a_gif_passing_a_first_frame_check_is_counted_by_all_its_frames():
 
 
 @pytest.mark.parametrize(
+    "tail", [b"\x21", b"\x21\xf9", b"\x2c\x00\x00"], ids=["extension", "control extension", "descriptor"]
+)
+def test_a_gif_cut_after_its_frames_is_still_counted_by_them(tail):
+    """giflib keeps the frames it read before a cut and TensorFlow decodes them (one
+    byte in place of the trailer is enough), so a cut header still counts them."""
+    data = gif_of_frames(17, 1024)[:-1] + tail
+    with pytest.raises(ImageTooLargeError, match="a GIF of 17 frames"):
+        check_decode_budget(data)
+    decoded = tf.io.decode_image(data, channels=0, expand_animations=False)
+    assert tuple(decoded.shape) == (1024, 1024, 3)
+
+
+@pytest.mark.parametrize(
     "data",
     [
         png_claiming(4096, 4096),

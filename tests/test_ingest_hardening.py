@@ -122,6 +122,29 @@ def test_ingest_refuses_a_bad_tags_csv_in_one_line_leaving_data_raw_alone(
     assert file_digests(kaggle_project / "data/raw") == before
 
 
+def test_an_unclosed_quote_in_a_file_the_size_of_kaggles_names_its_row(tmp_path):
+    """The rest of a 40k-row file is more than the csv module's field size limit, which
+    it reports before the end of the data: still an unclosed quote."""
+    path = tmp_path / TAGS_CSV
+    rows = [("train_0", "clear"), ("train_1", '"clear primary')] + [
+        (f"train_{i}", "haze road") for i in range(2, 40_000)
+    ]
+    path.write_text(csv_text(rows))
+    with pytest.raises(LabelError) as info:
+        read_tags_csv(path)
+    assert (
+        str(info.value) == f"{path}, row 3: a quote opened on this row is never closed; close it or remove it"
+    )
+
+
+def test_a_column_named_twice_is_refused(tmp_path):
+    path = tmp_path / TAGS_CSV
+    path.write_text("image_name,tags,tags\ntrain_0,clear,haze\n")
+    with pytest.raises(LabelError) as info:
+        read_tags_csv(path)
+    assert str(info.value) == f"{path}: column(s) tags appear more than once in the header; keep one of each"
+
+
 def test_row_numbers_are_lines_in_the_file_blank_lines_included(tmp_path):
     path = tmp_path / TAGS_CSV
     path.write_text("image_name,tags\ntrain_0,clear\n\ntrain_2,clear jungle\n")

@@ -11,7 +11,7 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,36 +105,9 @@ def read_tags_csv(path: Path | str) -> pd.DataFrame:
     are checked by :func:`encode_tags`.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise LabelError(f"{path}: cannot read: {err.strerror or err}") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        row = data[: err.start].count(b"\n") + 1
-        raise LabelError(
-            f"{path}, row {row}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); "
-            "save the file as UTF-8, as Kaggle's train_v2.csv is"
-        ) from None
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     header, columns, names, tags, rows = None, {}, [], [], []
     seen: dict[str, int] = {}
-    while True:
-        row = reader.line_num + 1
-        try:
-            fields = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as err:
-            raise LabelError(f"{path}, row {row}: {_describe_csv_error(err)}") from None
-        if not fields:
-            continue
-        if reader.line_num != row:
-            raise LabelError(
-                f"{path}, row {row}: a quoted field runs on to row {reader.line_num}; "
-                "close the quote on its own row or remove it"
-            )
+    for row, fields in _csv_records(path):
         if header is None:
             header = [f.strip() for f in fields]
             columns = _column_positions(path, header)
@@ -167,6 +140,41 @@ def read_tags_csv(path: Path | str) -> pd.DataFrame:
     return pd.DataFrame({"image_name": names, "tags": tags}, index=pd.Index(rows, name="row"))
 
 
+def _csv_records(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """``(row, fields)`` for each non-blank record of the CSV at ``path``, ``row`` being
+    its line in the file; :class:`LabelError` naming the row for text that is not UTF-8,
+    bad quoting, or a quoted field running over lines."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise LabelError(f"{path}: cannot read: {err.strerror or err}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        row = data[: err.start].count(b"\n") + 1
+        raise LabelError(
+            f"{path}, row {row}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); "
+            "save the file as UTF-8, as Kaggle's train_v2.csv is"
+        ) from None
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    while True:
+        row = reader.line_num + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            raise LabelError(f"{path}, row {row}: {_describe_csv_error(err)}") from None
+        if not fields:
+            continue
+        if reader.line_num != row:
+            raise LabelError(
+                f"{path}, row {row}: a quoted field runs on to row {reader.line_num}; "
+                "close the quote on its own row or remove it"
+            )
+        yield row, fields
+
+
 def _column_positions(path: Path, header: list[str]) -> dict[str, int]:
     """Where each of :data:`CSV_COLUMNS` is in ``header``."""
     missing = [c for c in CSV_COLUMNS if c not in header]
@@ -177,7 +185,9 @@ def _column_positions(path: Path, header: list[str]) -> dict[str, int]:
         )
     doubled = sorted({c for c in header if header.count(c) > 1})
     if doubled:
-        raise LabelError(f"{path}: column(s) {', '.join(doubled)} appear more than once in the header")
+        raise LabelError(
+            f"{path}: column(s) {', '.join(doubled)} appear more than once in the header; keep one of each"
+        )
     return {c: header.index(c) for c in CSV_COLUMNS}
 
 
@@ -194,7 +204,9 @@ def _check_image_name(path: Path, row: int, name: str) -> None:
 
 def _describe_csv_error(err: csv.Error) -> str:
     """The csv module's complaint in the user's terms."""
-    if "unexpected end of data" in str(err):
+    # An unclosed quote swallows the rest of the file: the end of it, or (in a file the
+    # size of Kaggle's) the csv module's field size limit, comes first.
+    if "unexpected end of data" in str(err) or "field larger than field limit" in str(err):
         return "a quote opened on this row is never closed; close it or remove it"
     return f"bad quoting ({err}); a field that holds a quote must be quoted whole, with the quote doubled"
 

@@ -15,6 +15,7 @@ No TensorFlow here: the chips come in as uint8 arrays.
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -153,7 +154,8 @@ def render_gallery(tiles: Sequence[tuple[GalleryChip, str, np.ndarray]]) -> byte
     rows = -(-len(tiles) // columns)
     width = GAP_PX + columns * (tile_w + GAP_PX)
     height = HEADER_PX + GAP_PX + rows * (tile_h + GAP_PX)
-    sheet = Image.new("RGB", (max(width, 760), height), "white")
+    legend_width = 2 * GAP_PX + math.ceil(font.getlength(LEGEND))  # a gallery of 1 or 2 columns is narrower
+    sheet = Image.new("RGB", (max(width, legend_width), height), "white")
     draw = ImageDraw.Draw(sheet)
     draw.text((GAP_PX, 4), TITLE if tiles else "No mistakes on the test split", fill="black", font=font)
     if tiles:

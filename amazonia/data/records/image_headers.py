@@ -191,22 +191,27 @@ def _gif(data: bytes, max_frames: int | None) -> ImageHeader | None:
     transparent: int | None = None
     end = len(data)
     blocks_left = MAX_HEADER_BLOCKS
-    # Records as DGifSlurp reads them; it keeps the frames read before an unknown
-    # record, so the walk stops there too.
+    # Records as DGifSlurp reads them. It keeps the frames read before an unknown
+    # record or a cut, and TensorFlow decodes a GIF whose slurp failed after a frame
+    # (gif_io.cc), so the walk stops there too and counts what came before: a cut
+    # must not turn the frames before it into an unmeasured header.
     while pos < end and (max_frames is None or len(frames) <= max_frames):
-        record = data[pos]
-        if record == 0x2C:  # image descriptor
-            left, top, width, height, flags = struct.unpack_from("<HHHHB", data, pos + 1)
-            local_colors = 2 << (flags & 7) if flags & 0x80 else 0
-            pos += 10 + 3 * local_colors + 1  # + LZW minimum code size
-            frames.append(GifFrame(left, top, width, height, local_colors or global_colors, transparent))
-            transparent = None
-            pos, blocks_left = _skip_sub_blocks(data, pos, blocks_left)
-        elif record == 0x21:  # extension
-            if data[pos + 1] == 0xF9 and data[pos + 2] >= 4:  # Graphic Control Extension
-                transparent = data[pos + 6] if data[pos + 3] & 1 else None
-            pos, blocks_left = _skip_sub_blocks(data, pos + 2, blocks_left)
-        else:  # 0x3B trailer, or a record giflib refuses
+        try:
+            record = data[pos]
+            if record == 0x2C:  # image descriptor
+                left, top, width, height, flags = struct.unpack_from("<HHHHB", data, pos + 1)
+                local_colors = 2 << (flags & 7) if flags & 0x80 else 0
+                pos += 10 + 3 * local_colors + 1  # + LZW minimum code size
+                frames.append(GifFrame(left, top, width, height, local_colors or global_colors, transparent))
+                transparent = None
+                pos, blocks_left = _skip_sub_blocks(data, pos, blocks_left)
+            elif record == 0x21:  # extension
+                if data[pos + 1] == 0xF9 and data[pos + 2] >= 4:  # Graphic Control Extension
+                    transparent = data[pos + 6] if data[pos + 3] & 1 else None
+                pos, blocks_left = _skip_sub_blocks(data, pos + 2, blocks_left)
+            else:  # 0x3B trailer, or a record giflib refuses
+                break
+        except (IndexError, struct.error):
             break
     if not frames:
         return None
