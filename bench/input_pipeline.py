@@ -87,7 +87,8 @@ def images_per_s(batches, n: int) -> float:
 
 
 def measure_input(chips, n: int, size: int) -> dict:
-    from amazonia.data.labels import LABELS_GROUND, LABELS_WEATHER, parse_vector
+    from amazonia.data.labels import parse_vector
+    from amazonia.data.vocabulary import LABELS_GROUND, LABELS_WEATHER
     from amazonia.model.input_pipeline import load_split
 
     rows = chips.head(n)

@@ -64,7 +64,8 @@ def article_serialize(rows: pd.DataFrame, raw_dir: Path, out_file: Path, size: i
     from keras.utils import img_to_array, load_img
 
     from amazonia.data.kaggle import image_path
-    from amazonia.data.labels import LABELS_GROUND, LABELS_WEATHER, parse_vector
+    from amazonia.data.labels import parse_vector
+    from amazonia.data.vocabulary import LABELS_GROUND, LABELS_WEATHER
 
     def _bytes(value: bytes) -> tf.train.Feature:
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))

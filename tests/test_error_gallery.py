@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from amazonia.data.labels import LABELS_GROUND, LABELS_WEATHER
+from amazonia.data.vocabulary import LABELS_GROUND, LABELS_WEATHER
 from amazonia.model import error_gallery
 from amazonia.model.error_gallery import GalleryChip, Mistake
 from tests.conftest import BIN, run, run_python

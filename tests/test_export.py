@@ -30,9 +30,10 @@ from amazonia.common.paths import (
 )
 from amazonia.common.stage import run_stage
 from amazonia.data.kaggle import TAGS_CSV, image_path
-from amazonia.data.labels import LABELS_GROUND, encode_tags, label_map, read_tags_csv
+from amazonia.data.labels import encode_tags, label_map, read_tags_csv
 from amazonia.data.records.writer import write_split
 from amazonia.data.synthetic.generate import generate_dataset
+from amazonia.data.vocabulary import LABELS_GROUND
 from amazonia.export.contract import (
     ASSETS_EXTRA,
     INPUT_BYTES,

@@ -5,8 +5,6 @@ import pandas as pd
 import pytest
 
 from amazonia.data.labels import (
-    LABELS_GROUND,
-    LABELS_WEATHER,
     LabelError,
     assign_split,
     encode_tags,
@@ -14,6 +12,7 @@ from amazonia.data.labels import (
     read_split_rows,
     read_tags_csv,
 )
+from amazonia.data.vocabulary import LABELS_GROUND, LABELS_WEATHER
 
 
 def write_csv(tmp_path: Path, text: str) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from amazonia.data.labels import LABELS_GROUND
+from amazonia.data.vocabulary import LABELS_GROUND
 from amazonia.model import pr_curves
 from amazonia.model.metrics import THRESHOLD_GRID
 from tests.conftest import BIN, run

@@ -11,7 +11,7 @@ import tensorflow as tf
 from PIL import Image
 
 from amazonia.data.kaggle import image_path
-from amazonia.data.labels import LABELS_GROUND, LABELS_WEATHER, encode_tags, read_tags_csv
+from amazonia.data.labels import encode_tags, read_tags_csv
 from amazonia.data.records.images import BadImageError
 from amazonia.data.records.manifest import RecordsError, check_manifest
 from amazonia.data.records.naming import MANIFEST_FILE
@@ -24,6 +24,7 @@ from amazonia.data.records.schema import (
 )
 from amazonia.data.records.writer import write_split
 from amazonia.data.synthetic.generate import generate_dataset
+from amazonia.data.vocabulary import LABELS_GROUND, LABELS_WEATHER
 from tests.conftest import file_digests, run_python
 
 N_CHIPS = 140  # write_split uses a process pool from 64 chips on, in chunks of 128: two chunks

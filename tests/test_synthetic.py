@@ -8,8 +8,9 @@ import pytest
 from PIL import Image
 
 from amazonia.data.kaggle import image_path
-from amazonia.data.labels import ALL_LABELS, LABELS_WEATHER, read_tags_csv
+from amazonia.data.labels import read_tags_csv
 from amazonia.data.synthetic.generate import generate_dataset, render_jpeg, sample_tag_sets
+from amazonia.data.vocabulary import ALL_LABELS, LABELS_WEATHER
 from tests.conftest import file_digests, run_python
 
 

@@ -1,8 +1,6 @@
-"""The label vocabulary and the original article's encoding of Kaggle tags.
+"""The original article's encoding of Kaggle tags: ``train_v2.csv`` in, ``labels.csv`` out.
 
-This module is the one place that knows which tags exist and in which order they
-are encoded: everything else (records, model heads, metrics, the server) imports
-``LABELS_WEATHER`` and ``LABELS_GROUND`` from here.
+Which tags exist, and in which order they are encoded, is :mod:`amazonia.data.vocabulary`.
 """
 
 from __future__ import annotations
@@ -18,25 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from amazonia.common.errors import AmazoniaError
+from amazonia.data.vocabulary import ALL_LABELS, LABELS_GROUND, LABELS_WEATHER
 
-# Alphabetical, as in the article: the column order of the encoded vectors.
-LABELS_WEATHER: tuple[str, ...] = ("clear", "cloudy", "haze", "partly_cloudy")
-LABELS_GROUND: tuple[str, ...] = (
-    "agriculture",
-    "artisinal_mine",  # sic: Kaggle's spelling
-    "bare_ground",
-    "blooming",
-    "blow_down",
-    "conventional_mine",
-    "cultivation",
-    "habitation",
-    "primary",
-    "road",
-    "selective_logging",
-    "slash_burn",
-    "water",
-)
-ALL_LABELS: tuple[str, ...] = LABELS_WEATHER + LABELS_GROUND
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 LABEL_MAP_VERSION = 1
 

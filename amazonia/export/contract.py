@@ -25,7 +25,7 @@ from types import MappingProxyType
 from typing import Any
 
 from amazonia.common.errors import AmazoniaError
-from amazonia.data.labels import LABELS_GROUND, LABELS_WEATHER
+from amazonia.data.vocabulary import LABELS_GROUND, LABELS_WEATHER
 from amazonia.model.names import INPUT_NAME, OUTPUT_GROUND, OUTPUT_WEATHER
 
 SERVE_TAG = "serve"  # tf.saved_model.SERVING, the tag-set TF Serving loads

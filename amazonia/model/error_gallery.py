@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from amazonia.data.labels import ALL_LABELS, LABELS_WEATHER
+from amazonia.data.vocabulary import ALL_LABELS, LABELS_WEATHER
 from amazonia.model.metrics import predict_tags
 
 GALLERY_SIZE = 16  # tiles: 8 false positives, 8 false negatives

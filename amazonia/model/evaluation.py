@@ -18,8 +18,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from amazonia.data.labels import LABELS_GROUND, LABELS_WEATHER
 from amazonia.data.records.manifest import check_manifest
+from amazonia.data.vocabulary import LABELS_GROUND, LABELS_WEATHER
 from amazonia.model import error_gallery, pr_curves
 from amazonia.model.input_pipeline import load_split
 from amazonia.model.metrics import (

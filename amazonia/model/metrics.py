@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score, fbeta_score, precision_recall_fscore_support
 
-from amazonia.data.labels import LABELS_GROUND, LABELS_WEATHER
+from amazonia.data.vocabulary import LABELS_GROUND, LABELS_WEATHER
 
 BETA = 2.0
 THRESHOLD_GRID = np.round(np.arange(0.02, 0.99, 0.02), 2)

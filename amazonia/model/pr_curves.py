@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from amazonia.data.labels import LABELS_GROUND
+from amazonia.data.vocabulary import LABELS_GROUND
 
 # 0.00, 0.01, ..., 1.00: holds every value of metrics.THRESHOLD_GRID (0.02 steps) exactly,
 # so each label's tuned threshold is one of its rows.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from amazonia.data.labels import LABELS_GROUND, LABELS_WEATHER
+from amazonia.data.vocabulary import LABELS_GROUND, LABELS_WEATHER
 
 if TYPE_CHECKING:
     import tensorflow as tf

@@ -19,11 +19,12 @@ from tqdm import tqdm
 
 from amazonia.common.files import atomic_dir
 from amazonia.data.kaggle import image_path
-from amazonia.data.labels import LABELS_GROUND, LABELS_WEATHER, parse_vector, vectors_to_tags
+from amazonia.data.labels import parse_vector, vectors_to_tags
 from amazonia.data.records.images import BadImageError, PreparedChip, prepare_chip_job
 from amazonia.data.records.manifest import Manifest, ShardInfo, sha256_file
 from amazonia.data.records.naming import partial_shard_filename, shard_filename
 from amazonia.data.records.schema import make_example
+from amazonia.data.vocabulary import LABELS_GROUND, LABELS_WEATHER
 
 log = logging.getLogger(__name__)
 

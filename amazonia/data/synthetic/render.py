@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
-from amazonia.data.labels import LABELS_GROUND, LABELS_WEATHER
+from amazonia.data.vocabulary import LABELS_GROUND, LABELS_WEATHER
 
 __all__ = ["render_chip"]
 
