@@ -5,20 +5,23 @@
 
 Defaults come from ``params.yaml`` in the working directory (section ``serve`` and
 ``export.model_name``), else from the built-in defaults. Errors a user can fix are
-one line, ``error: ...``, and exit status 1.
+one line, ``error: ...``, and exit status 1 (2 for a malformed command line).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import math
 import os
+import socket
 import sys
 from pathlib import Path
 
 from amazonia.common.errors import AmazoniaError
-from amazonia.common.params import PARAMS_FILE, Params, load_params
+from amazonia.common.params import MAX_SECONDS, PARAMS_FILE, Params, load_params
 from amazonia.common.paths import MODELS_DIR
 
 log = logging.getLogger(__name__)
@@ -66,10 +69,10 @@ def _add_serve(commands: argparse._SubParsersAction, params: Params) -> None:
         help=f"folder of the version folders (default {MODELS_DIR}/<model-name>)",
     )
     parser.add_argument("--host", default=serve.host, help=f"address to bind (default {serve.host})")
-    parser.add_argument("--port", type=int, default=serve.port, help=f"REST port (default {serve.port})")
+    parser.add_argument("--port", type=_port, default=serve.port, help=f"REST port (default {serve.port})")
     parser.add_argument(
         "--poll-seconds",
-        type=_positive_float,
+        type=_seconds,
         default=serve.poll_seconds,
         help=f"how often to look for new versions (default {serve.poll_seconds:g})",
     )
@@ -77,10 +80,29 @@ def _add_serve(commands: argparse._SubParsersAction, params: Params) -> None:
         "--max-body-mb",
         type=_positive_float,
         default=serve.max_body_mb,
-        help=f"larger requests are answered 413 (default {serve.max_body_mb:g})",
+        help=f"larger requests, also once gunzipped, are answered 413 (default {serve.max_body_mb:g})",
+    )
+    parser.add_argument(
+        "--read-timeout",
+        type=_seconds,
+        default=serve.read_timeout_seconds,
+        help="seconds a request's head, then its body, may take to arrive "
+        f"(default {serve.read_timeout_seconds:g})",
+    )
+    parser.add_argument(
+        "--keep-alive",
+        type=_seconds,
+        default=serve.keep_alive_seconds,
+        help=f"seconds an idle connection is kept open (default {serve.keep_alive_seconds:g})",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=serve.max_connections,
+        help=f"more at once are answered 503 (default {serve.max_connections})",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log loads and every request")
-    parser.set_defaults(run=run_serve)
+    parser.set_defaults(run=run_serve, serve_params=serve)
 
 
 def _add_predict(commands: argparse._SubParsersAction, params: Params) -> None:
@@ -103,9 +125,7 @@ def _add_predict(commands: argparse._SubParsersAction, params: Params) -> None:
         help="read the label map and thresholds from this models/<name>/ (or version) folder instead "
         "of the server: needed with real TF Serving",
     )
-    parser.add_argument(
-        "--timeout", type=_positive_float, default=60.0, help="seconds per request (default 60)"
-    )
+    parser.add_argument("--timeout", type=_seconds, default=60.0, help="seconds per request (default 60)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is sent")
     parser.set_defaults(run=run_predict)
 
@@ -117,21 +137,55 @@ def run_serve(args: argparse.Namespace) -> int:
         raise AmazoniaError(
             f"{base}: no such folder; export a model first ('dvc repro export') or pass --model-base-path"
         )
-    # Imported here: TensorFlow takes seconds to load and 'predict' does not need the server.
-    import uvicorn
-
-    from amazonia.serving.server import create_app
-
-    app = create_app(base, args.model_name, args.poll_seconds, int(args.max_body_mb * 2**20))
-    log.info("serving %s as %r on http://%s:%d", base, args.model_name, args.host, args.port)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level="info" if args.verbose else "warning",
-        access_log=args.verbose,
+    # Before TensorFlow loads (seconds) and the model (more): a port in use fails at once.
+    sock = bind(args.host, args.port)
+    settings = args.serve_params.model_copy(
+        update={
+            "host": args.host,
+            "port": args.port,
+            "poll_seconds": args.poll_seconds,
+            "max_body_mb": args.max_body_mb,
+            "read_timeout_seconds": args.read_timeout,
+            "keep_alive_seconds": args.keep_alive,
+            "max_connections": args.max_connections,
+        }
     )
+    # Imported here: TensorFlow takes seconds to load and 'predict' does not need the server.
+    from amazonia.serving.server import create_app, serve
+
+    app = create_app(
+        base,
+        args.model_name,
+        settings.poll_seconds,
+        int(settings.max_body_mb * 2**20),
+        settings.read_timeout_seconds,
+    )
+    log.info("serving %s as %r on http://%s:%d", base, args.model_name, args.host, args.port)
+    serve(app, sock, settings, verbose=args.verbose)
     return 0
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` for the server; an error naming the address if it
+    is taken or not this machine's."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restart at once
+    try:
+        # Not listen() yet: until the model has loaded, clients are refused, not left waiting.
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        hint = _BIND_HINTS.get(err.errno, "pass another --host or --port")
+        raise AmazoniaError(f"cannot listen on {host}:{port}: {err.strerror or err}; {hint}") from None
+    return sock
+
+
+_BIND_HINTS = {
+    errno.EADDRINUSE: "is another server there? Stop it, or pass --port (or --host)",
+    errno.EACCES: "ports below 1024 need privileges: pass --port",
+    errno.EADDRNOTAVAIL: "not an address of this machine: pass --host",
+}
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -152,8 +206,35 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number > 0")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = _positive_float(text)
+    if value > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text} is more than a day ({MAX_SECONDS:g} s)")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
         raise argparse.ArgumentTypeError(f"{text} must be > 0")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port: ports are 1 to 65535")
     return value
 
 

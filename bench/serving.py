@@ -9,8 +9,13 @@ to ``bench/.work/serving/`` and served by a real ``amazonia serve`` process. Mea
 * the article's client as published (``requests.post(..., json=payload)``), whose
   own JSON encoding of 49,152 floats is part of what its user waits for;
 * throughput with 8 concurrent clients (threads, one ``requests.Session`` each);
+* ``amazonia predict`` as a user runs it: wall time per call of a fresh process (it
+  imports no TensorFlow; it took 3.5 s per call when it did);
 * in-process model calls at batch 1 and 8, alone and from 8 threads: whether
-  batching concurrent requests into one call would pay on this machine.
+  batching concurrent requests into one call would pay on this machine;
+* reloads: the served version re-published (as ``dvc repro`` does: an atomic exchange)
+  with a changed thresholds.json, so that the reload shows: the server's RSS before and
+  after 20 reloads, and p50/p99/max of one client's requests while reloads happen.
 
 Client and server share the machine's cores, as they would on a laptop.
 Run alone with ``python -m bench.serving``; ``python -m bench`` runs it with the rest.
@@ -56,7 +61,12 @@ THROUGHPUT_REQUESTS = 400  # per signature, split over the clients
 CLIENTS = 8
 MODEL_CALLS = 100  # per in-process configuration and round
 MODEL_CALL_ROUNDS = 5  # the median is reported
+RELOADS = 20  # for the server's RSS before/after
+RELOADS_UNDER_LOAD = 5  # while one client keeps asking
+RELOAD_TIMEOUT_S = 120
 GOAL_P50_MS = 15.0
+PREDICT_COMMAND_CALLS = 5  # fresh `amazonia predict` processes; the median is reported
+PREDICT_COMMAND_BEFORE_S = 3.5  # per call when it imported TensorFlow (issue 8's figure)
 BUSY_WARN_PERCENT = 10.0
 START_TIMEOUT_S = 180
 SCRATCH = WORK_DIR / "serving"
@@ -70,7 +80,8 @@ def export_model(base_path: Path) -> Path:
     """An untrained default-size model as version 1 of ``base_path``; returns the version folder."""
     import keras
 
-    from amazonia.data.labels import LABELS_GROUND, label_map
+    from amazonia.data.labels import label_map
+    from amazonia.data.vocabulary import LABELS_GROUND
     from amazonia.export.saved_model import (
         export_saved_model,
     )
@@ -261,6 +272,120 @@ def measure_model_calls(version_dir: Path) -> dict:
     return {name: statistics.median(values) for name, values in rates.items()}
 
 
+def republish(source: Path, published: Path, mark: float) -> None:
+    """Publish a copy of ``source`` over ``published`` as the smoke check does, the first
+    label's threshold set to ``mark``: the assets endpoint shows when it is served."""
+    from amazonia.data.vocabulary import LABELS_GROUND
+    from amazonia.export.contract import ASSETS_EXTRA, THRESHOLDS_ASSET
+    from amazonia.export.publish import publish
+
+    candidate = SCRATCH / "candidate"
+    shutil.rmtree(candidate, ignore_errors=True)
+    shutil.copytree(source, candidate)
+    thresholds_file = candidate / ASSETS_EXTRA / THRESHOLDS_ASSET
+    thresholds = json.loads(thresholds_file.read_text())
+    thresholds["ground"][LABELS_GROUND[0]] = mark
+    thresholds_file.write_text(json.dumps(thresholds))
+    publish(candidate, published)
+
+
+def reload_version(source: Path, published: Path, thresholds_url: str, mark: float) -> float:
+    """Re-publish version 1 marked ``mark`` and wait until the server serves it; seconds taken."""
+    from amazonia.data.vocabulary import LABELS_GROUND
+
+    start = time.perf_counter()
+    republish(source, published, mark)
+    deadline = time.monotonic() + RELOAD_TIMEOUT_S
+    while time.monotonic() < deadline:
+        response = requests.get(thresholds_url, timeout=30)
+        if response.status_code == 200 and response.json()["ground"][LABELS_GROUND[0]] == mark:
+            return time.perf_counter() - start
+        time.sleep(0.05)
+    raise RuntimeError(f"version 1 re-published with mark {mark} not served after {RELOAD_TIMEOUT_S} s")
+
+
+def _rss_mib(pid: int) -> float:
+    return psutil.Process(pid).memory_info().rss / 2**20
+
+
+def measure_reload_memory(
+    source: Path, published: Path, thresholds_url: str, server_pid: int, n: int
+) -> dict:
+    """The server's RSS before the first of ``n`` reloads, after it, and after the last."""
+    before = _rss_mib(server_pid)
+    seconds = []
+    after_first = before
+    for i in range(n):
+        seconds.append(reload_version(source, published, thresholds_url, mark=round(0.01 * (i + 1), 2)))
+        if i == 0:
+            after_first = _rss_mib(server_pid)
+    return {
+        "reloads": n,
+        "rss_before_mib": before,
+        "rss_after_first_mib": after_first,
+        "rss_after_mib": _rss_mib(server_pid),
+        "reload_median_s": statistics.median(seconds),
+    }
+
+
+def measure_latency_during_reloads(
+    url: str, body: bytes, source: Path, published: Path, thresholds_url: str, n: int
+) -> dict:
+    """p50/p99/max of one client's sequential requests sent while one of ``n`` reloads
+    happens (from the re-publication until the new folder serves), and how many failed."""
+    records: list[tuple[float, float, int]] = []  # (start, milliseconds, HTTP status)
+    stop = threading.Event()
+
+    def client() -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                start = time.perf_counter()
+                response = session.post(
+                    url, data=body, headers={"Content-Type": "application/json"}, timeout=60
+                )
+                records.append((start, (time.perf_counter() - start) * 1000, response.status_code))
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    windows = []
+    try:
+        time.sleep(1.0)  # the client is connected and steady
+        for i in range(n):
+            start = time.perf_counter()
+            reload_version(source, published, thresholds_url, mark=round(0.5 + 0.01 * (i + 1), 2))
+            windows.append((start, time.perf_counter()))
+            time.sleep(1.0)
+    finally:
+        stop.set()
+        thread.join()
+    during = [(ms, status) for begun, ms, status in records if any(a <= begun <= b for a, b in windows)]
+    times = [ms for ms, _ in during]
+    return {
+        "reloads": n,
+        "requests": len(during),
+        "failed": sum(status != 200 for _, status in during),
+        "p50_ms": float(np.percentile(times, 50)),
+        "p99_ms": float(np.percentile(times, 99)),
+        "max_ms": max(times),
+        "reload_median_s": statistics.median(b - a for a, b in windows),
+    }
+
+
+def measure_predict_command(model_url: str, chip: Path, calls: int = PREDICT_COMMAND_CALLS) -> dict:
+    """Wall time of ``amazonia predict CHIP`` per call, each a fresh process as a user runs it
+    (start-up, imports, metadata, assets and one prediction), and whether it wrote to stderr."""
+    command = [str(Path(sys.executable).parent / "amazonia"), "predict", str(chip), "--url", model_url]
+    times, stderr = [], ""
+    for _ in range(calls):
+        with timer() as took:
+            result = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} exited {result.returncode}: {result.stderr[-2000:]}")
+        times.append(took.seconds)
+        stderr += result.stderr
+    return {"calls": calls, "median_s": statistics.median(times), "max_s": max(times), "stderr": stderr}
+
+
 def measure(settings: Settings) -> dict:
     """Everything in :func:`format_report`, with the server started and always stopped."""
     if SCRATCH.exists():
@@ -268,6 +393,7 @@ def measure(settings: Settings) -> dict:
     SCRATCH.mkdir(parents=True)
     base_path = SCRATCH / "models" / MODEL_NAME
     version_dir = export_model(base_path)
+    source = shutil.copytree(version_dir, SCRATCH / "export")  # what re-publications copy
     payloads = bodies(write_chip(SCRATCH / "chip.jpg"))
     model_calls = measure_model_calls(version_dir)  # before the server runs: alone on the cores
 
@@ -298,6 +424,15 @@ def measure(settings: Settings) -> dict:
             ARTICLE_CLIENT_REQUESTS,
             proc.pid,
         )
+        log.info("timing the amazonia predict command")
+        predict_command = measure_predict_command(url.removesuffix(":predict"), SCRATCH / "chip.jpg")
+        thresholds_url = f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}/versions/1/assets/thresholds.json"
+        log.info("timing requests during %d reloads, then %d reloads for memory", RELOADS_UNDER_LOAD, RELOADS)
+        float_body = payloads["float (article's payload)"]
+        during_reloads = measure_latency_during_reloads(
+            url, float_body, source, version_dir, thresholds_url, RELOADS_UNDER_LOAD
+        )
+        reload_memory = measure_reload_memory(source, version_dir, thresholds_url, proc.pid, RELOADS)
     finally:
         stop_server(proc)
     busy_after = cpu_busy_percent()
@@ -307,8 +442,11 @@ def measure(settings: Settings) -> dict:
         "cpu_busy_percent_after": busy_after,
         "signatures": rows,
         "article_client": article_client,
+        "predict_command": predict_command,
         "one_client_batches_of_8": batched,
         "model_calls_images_per_s": model_calls,
+        "during_reloads": during_reloads,
+        "reload_memory": reload_memory,
         "goal_p50_ms": GOAL_P50_MS,
     }
 
@@ -318,6 +456,17 @@ def measure(settings: Settings) -> dict:
 
 def _met(ok: bool) -> str:
     return "met" if ok else "not met"
+
+
+def _predict_command_lines(command: dict | None) -> list[str]:
+    if command is None:  # results saved before it was measured
+        return []
+    quiet = "nothing on stderr" if not command["stderr"] else f"stderr: {command['stderr'][:200]!r}"
+    return [
+        f"- `amazonia predict` one chip, wall time per call (a fresh process; median of {command['calls']}): "
+        f"{command['median_s']:.2f} s, max {command['max_s']:.2f} s; was {PREDICT_COMMAND_BEFORE_S:g} s "
+        f"when it imported TensorFlow ({PREDICT_COMMAND_BEFORE_S / command['median_s']:.0f}× faster); {quiet}"
+    ]
 
 
 def format_report(results: dict) -> str:
@@ -379,6 +528,7 @@ def format_report(results: dict) -> str:
             "- the article's client as published (its own JSON encoding included): "
             f"p50 {article['p50_ms']:.1f} ms, p99 {article['p99_ms']:.1f} ms "
             f"over {article['requests']} requests",
+            *_predict_command_lines(results.get("predict_command")),
             "",
             "### Would batching concurrent requests pay?",
             "",
@@ -387,8 +537,52 @@ def format_report(results: dict) -> str:
             "give: they also share one parse and one HTTP exchange, which server-side batching would not.",
             "",
             batching,
+            "",
+            *format_reload_report(results),
         ]
     )
+
+
+def format_reload_report(results: dict) -> list[str]:
+    """Lines on reloads: latency while they happen, and the server's memory across them."""
+    during, memory = results["during_reloads"], results["reload_memory"]
+    steady = results["signatures"]["float (article's payload)"]
+    growth = memory["rss_after_mib"] - memory["rss_after_first_mib"]
+    return [
+        "### Reloads",
+        "",
+        "Version 1 re-published (an atomic exchange, as the smoke check does) with a changed "
+        "thresholds.json; a reload lasts from the re-publication until the server answers from the "
+        f"new folder (median {during['reload_median_s']:.1f} s, the poll for which a new folder must stay "
+        "unchanged included).",
+        "",
+        markdown_table(
+            ["float payload, one client", "requests", "failed", "p50 ms", "p99 ms", "max ms"],
+            [
+                [
+                    "no reload (the latency run above)",
+                    "",
+                    0,
+                    f"{steady['p50_ms']:.1f}",
+                    f"{steady['p99_ms']:.1f}",
+                    "",
+                ],
+                [
+                    f"during {during['reloads']} reloads",
+                    during["requests"],
+                    during["failed"],
+                    f"{during['p50_ms']:.1f}",
+                    f"{during['p99_ms']:.1f}",
+                    f"{during['max_ms']:.0f}",
+                ],
+            ],
+        ),
+        "",
+        f"- server RSS across {memory['reloads']} reloads: {memory['rss_before_mib']:.0f} MiB before, "
+        f"{memory['rss_after_first_mib']:.0f} after the first, {memory['rss_after_mib']:.0f} after the last "
+        f"({growth:+.0f} MiB over the last {memory['reloads'] - 1}, "
+        f"{growth / max(memory['reloads'] - 1, 1):+.1f} per reload)",
+    ]
 
 
 def run(settings: Settings) -> str:

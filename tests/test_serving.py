@@ -26,8 +26,9 @@ from PIL import Image
 from amazonia.cli import main
 from amazonia.client.predict import predict_files
 from amazonia.data.kaggle import IMAGE_DIR
-from amazonia.data.labels import LABELS_GROUND, LABELS_WEATHER, label_map
+from amazonia.data.labels import label_map
 from amazonia.data.synthetic.generate import generate_dataset
+from amazonia.data.vocabulary import LABELS_GROUND, LABELS_WEATHER
 from amazonia.export.contract import (
     ASSETS_EXTRA,
     INPUT_BYTES,
@@ -311,7 +312,10 @@ BAD_REQUESTS = {
     "not an object": ("[1, 2]", "Is not object"),
     "wrong shape": ({"instances": [_float_instance((30, 30, 3))]}, "has shape [1, 30, 30, 3]"),
     "wrong rank": ({"inputs": _float_instance()}, "has shape [32, 32, 3]"),
-    "ragged lists": ({"instances": [_float_instance(), _float_instance((32, 31, 3))]}, "different lengths"),
+    "ragged lists": (
+        {"instances": [_float_instance(), _float_instance((32, 31, 3))]},
+        "Encountered list at unexpected size: 31 at level: 2 expected size: 32",
+    ),
     "wrong dtype": ({"instances": [np.full((SIZE, SIZE, 3), "x").tolist()]}, "Type: String"),
     "bool among floats": (
         {"instances": _with_first_value(True)},
@@ -601,9 +605,9 @@ def test_predict_unreachable_server_is_a_one_line_error(exported: Exported) -> N
     )
 
 
-# Modules a client (or the serving contract's readers) imports: no TensorFlow, no Keras.
+# Modules a client (or the serving contract's readers) imports: no TensorFlow, Keras or pandas.
 LIGHT_MODULES = ("amazonia.client.predict", "amazonia.export.contract", "amazonia.model.names")
-HEAVY = ("tensorflow", "keras", "tf_keras")
+HEAVY = ("tensorflow", "keras", "tf_keras", "pandas")  # pandas: 0.3 s of start-up, for nothing
 
 
 def heavy_imports_after(code: str, cwd: Path) -> list[str]:

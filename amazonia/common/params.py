@@ -88,11 +88,20 @@ class ExportParams(_Section):
     version: int = Field(1, gt=0)
 
 
+MAX_SECONDS = 86_400.0  # a day: longer waits are a typo, and overflow the OS's timers at some point
+
+
 class ServeParams(_Section):
     host: str = "127.0.0.1"
-    port: int = Field(8501, ge=0, le=65535)  # TF Serving's REST default
-    poll_seconds: float = Field(2.0, gt=0)  # how often new version folders are looked for
-    max_body_mb: float = Field(32, gt=0)
+    port: int = Field(8501, ge=1, le=65535)  # TF Serving's REST default
+    poll_seconds: float = Field(2.0, gt=0, le=MAX_SECONDS)  # how often new version folders are looked for
+    max_body_mb: float = Field(32, gt=0, allow_inf_nan=False)
+    # Connections (uvicorn's settings, and a read timeout uvicorn lacks):
+    read_timeout_seconds: float = Field(30.0, gt=0, le=MAX_SECONDS)  # for a request's head, then its body
+    keep_alive_seconds: float = Field(5.0, gt=0, le=MAX_SECONDS)  # idle between requests (timeout_keep_alive)
+    max_connections: int = Field(64, gt=0)  # more at once are answered 503 (limit_concurrency)
+    max_header_kb: int = Field(16, gt=0, le=1024)  # request line + headers (h11_max_incomplete_event_size)
+    graceful_shutdown_seconds: float = Field(10.0, gt=0, le=MAX_SECONDS)  # for requests under way on SIGTERM
 
 
 class Params(_Section):

@@ -16,8 +16,9 @@ integer (``.tmp-<version>.*``, skipped by every poller), then swaps it into plac
   Linux, glibc < 2.28, a filesystem without it), the old folder is renamed away and
   the new one renamed in: two steps, between which the version is briefly missing.
 
-A running server keeps serving the version it loaded until it restarts, as TF
-Serving treats a version as immutable: a changed model wants a new version number.
+``amazonia serve`` loads a re-published version in place (loading before unloading);
+TF Serving treats a version as immutable and keeps the one it loaded: for it, a changed
+model wants a new version number.
 """
 
 from __future__ import annotations

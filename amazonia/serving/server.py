@@ -12,327 +12,81 @@ other. It is a FastAPI app (:func:`create_app`) run by uvicorn:
   **our extension**, not TF Serving's: the files of ``assets.extra/``, so that a client
   can turn outputs into tags without access to the model folder.
 
-:class:`ModelRepository` does what TF Serving's file-system source does: it serves every
-integer-named version folder holding a ``saved_model.pb`` that loads, the highest by
-default, and polls for new ones every ``poll_seconds``. Unlike TF Serving's default
-policy (latest version only) every loaded version stays reachable by URL.
+Which versions are served, and how they are reloaded, is
+:class:`amazonia.serving.repository.ModelRepository`'s business.
+
+Hostile or unlucky clients are bounded (:func:`serve`, ``serve.*`` in params.yaml): a
+request's head, then its body, must arrive within ``read_timeout_seconds``; bodies are
+at most ``max_body_mb``, gunzipped too; idle connections close after
+``keep_alive_seconds``; beyond ``max_connections`` at once uvicorn answers 503. Every
+request error is a 4xx with TF Serving's ``{"error": ...}`` body; a 500 means a fault
+of the server, logged with its traceback.
 """
 
 from __future__ import annotations
 
-import gc
-import io
+import asyncio
+import functools
 import logging
 import os
-import threading
-import time
+import re
+import socket
+import zlib
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.to_thread
+import h11
 import numpy as np
 import tensorflow as tf
+import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from google.protobuf import json_format
-from google.protobuf.message import DecodeError
-from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-from tensorflow.core.framework import types_pb2
-from tensorflow.core.protobuf import error_codes_pb2, saved_model_pb2
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from amazonia.common.errors import AmazoniaError
+from amazonia.common.params import ServeParams
+from amazonia.data.records import images
 from amazonia.export.contract import (
     LABEL_MAP_ASSET,
-    SAVED_MODEL_PB,
-    SERVE_TAG,
     SIGNATURE_FLOAT,
     THRESHOLDS_ASSET,
-    VERSION_DIR_RE,
-    load_assets,
 )
 from amazonia.export.saved_model import tf_error_message
 from amazonia.serving import rest
-from amazonia.serving.rest import NOT_FOUND, PAYLOAD_TOO_LARGE, RestError, bad_request
+from amazonia.serving.repository import ModelRepository, Signature
+from amazonia.serving.rest import NOT_FOUND, PAYLOAD_TOO_LARGE, REQUEST_TIMEOUT, RestError, bad_request
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SIGNATURE = SIGNATURE_FLOAT  # "serving_default", TF Serving's default signature key too
 ASSETS = (LABEL_MAP_ASSET, THRESHOLDS_ASSET)
-AVAILABLE, LOADING, END = "AVAILABLE", "LOADING", "END"  # TF Serving's ModelVersionStatus states
 MIN_DRAIN_BYTES = 64 * 2**20
 MAX_CALL_BATCH = 64  # instances per model call; larger requests are run in slices
-MAX_IMAGE_PIXELS = 4096 * 4096
 PREDICT_CONCURRENCY = max(4, 2 * (os.cpu_count() or 1))  # predictions running at once; others wait
-
-
-# --- one version ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Signature:
-    function: Any  # a ConcreteFunction taking the inputs as keyword arguments
-    inputs: Mapping[str, rest.TensorSpec]
-
-
-@dataclass(frozen=True)
-class LoadedVersion:
-    """A version ready to serve; immutable, so requests can use it without locks."""
-
-    version: int
-    path: Path
-    signature_defs: Mapping[str, Any]  # as the metadata endpoint shows them
-    signatures: Mapping[str, Signature]
-    assets: Mapping[str, Any]  # asset file name -> its JSON; empty when assets_error says why
-    assets_error: str
-    saved_model: Any = field(repr=False)  # owns the variables the functions read
-
-
-@dataclass(frozen=True)
-class LoadFailure:
-    version: int
-    fingerprint: tuple[int, ...]  # of saved_model.pb when it failed; a new file is tried again
-    error_code: str
-    message: str
-
-
-class CorruptSavedModelError(AmazoniaError):
-    """``saved_model.pb`` cannot be parsed: half-written or not a SavedModel."""
-
-    error_code = "DATA_LOSS"
-
-
-def read_signature_defs(saved_model_dir: Path) -> dict[str, Any]:
-    """The ``serve`` meta graph's signature defs in TF Serving's metadata JSON layout."""
-    pb = saved_model_dir / SAVED_MODEL_PB
-    proto = saved_model_pb2.SavedModel()
-    try:
-        proto.ParseFromString(pb.read_bytes())
-    except DecodeError as err:
-        raise CorruptSavedModelError(
-            f"{pb}: not a readable SavedModel ({err}); written incompletely? export it again"
-        ) from None
-    for meta_graph in proto.meta_graphs:
-        if SERVE_TAG in meta_graph.meta_info_def.tags:
-            return {
-                name: json_format.MessageToDict(
-                    signature, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-                )
-                for name, signature in meta_graph.signature_def.items()
-            }
-    raise AmazoniaError(f"{pb}: no meta graph tagged '{SERVE_TAG}'; export it with that tag")
-
-
-def load_version(path: Path, version: int) -> LoadedVersion:
-    """Load and warm up one version folder; raises whatever loading raises."""
-    started = time.perf_counter()
-    signature_defs = read_signature_defs(path)
-    saved_model = tf.saved_model.load(str(path), tags=[SERVE_TAG])
-    signatures = {
-        name: Signature(saved_model.signatures[name], rest.input_specs(definition))
-        for name, definition in signature_defs.items()
-        if name in saved_model.signatures  # not "__saved_model_init_op"
-    }
-    try:
-        label_map, thresholds = load_assets(path)
-        assets, assets_error = {LABEL_MAP_ASSET: label_map, THRESHOLDS_ASSET: thresholds}, ""
-    except AmazoniaError as err:  # TF Serving needs no assets: serve the model without them
-        assets, assets_error = {}, str(err)
-        log.warning("version %d serves no assets: %s", version, err)
-    _warm_up(version, signatures)
-    log.info("loaded version %d from %s in %.1f s", version, path, time.perf_counter() - started)
-    return LoadedVersion(version, path, signature_defs, signatures, assets, assets_error, saved_model)
-
-
-def _warm_up(version: int, signatures: Mapping[str, Signature]) -> None:
-    """Call every signature once: the first call of a loaded function is ~10x slower."""
-    sample_image = tf.io.encode_png(tf.zeros((8, 8, 3), tf.uint8)).numpy()
-    for name, signature in signatures.items():
-        try:
-            signature.function(**{k: _sample(spec, sample_image) for k, spec in signature.inputs.items()})
-        except Exception as err:  # a model that fails on zeros may still serve real data
-            log.warning("version %d: warm-up call of %s failed: %s", version, name, tf_error_message(err))
-
-
-def _sample(spec: rest.TensorSpec, image: bytes) -> tf.Tensor:
-    shape = [1 if d < 0 else d for d in spec.shape or (1,)]
-    if spec.dtype == rest.DT_STRING:  # our string inputs are encoded images
-        return tf.constant(np.full(shape, image, dtype=object))
-    return tf.zeros(shape, tf.dtypes.as_dtype(types_pb2.DataType.Value(spec.dtype)))
-
-
-def _error_code(err: Exception) -> str:
-    """The canonical error code TF Serving would show for a failed load."""
-    if isinstance(err, tf.errors.OpError):
-        return error_codes_pb2.Code.Name(err.error_code)
-    return getattr(err, "error_code", "UNKNOWN")
-
-
-def _fingerprint(pb: Path) -> tuple[int, ...]:
-    stat = pb.stat()
-    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
-
-
-# --- all versions -------------------------------------------------------------------------
-
-
-class ModelRepository:
-    """The versions of one model under ``base_path``, reloaded by a polling thread.
-
-    Readers take ``self._versions`` (a dict replaced, never changed) without locking;
-    only :meth:`refresh` writes it, under ``self._lock``.
-    """
-
-    def __init__(self, base_path: Path | str, name: str, poll_seconds: float) -> None:
-        self.base_path = Path(base_path)
-        self.name = name
-        self.poll_seconds = poll_seconds
-        self._versions: dict[int, LoadedVersion] = {}
-        self._failures: dict[int, LoadFailure] = {}
-        self._loading: int | None = None
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @property
-    def versions(self) -> Mapping[int, LoadedVersion]:
-        """The loaded versions now (a snapshot)."""
-        return self._versions
-
-    def scan(self) -> dict[int, Path]:
-        """Version folders that may be loaded: integer names holding a saved_model.pb.
-
-        The smoke check publishes through ``.tmp-<version>.*`` and renames it when complete, so
-        other names are skipped, as TF Serving skips them.
-        """
-        try:
-            entries = list(self.base_path.iterdir())
-        except OSError as err:
-            raise AmazoniaError(f"cannot list {self.base_path}: {err.strerror}") from None
-        return {
-            int(entry.name): entry
-            for entry in entries
-            if VERSION_DIR_RE.fullmatch(entry.name) and (entry / SAVED_MODEL_PB).is_file()
-        }
-
-    def refresh(self) -> None:
-        """Load new version folders (highest first), forget vanished ones."""
-        try:
-            found = self.scan()
-        except AmazoniaError as err:  # a transient error must not unload what serves
-            log.warning("%s; keeping the loaded versions", err)
-            return
-        with self._lock:
-            self._versions = {v: m for v, m in self._versions.items() if v in found}
-            self._failures = {v: f for v, f in self._failures.items() if v in found}
-        for version in sorted(found, reverse=True):
-            if version not in self._versions:
-                self._try_load(version, found[version])
-
-    def _try_load(self, version: int, path: Path) -> None:
-        try:
-            fingerprint = _fingerprint(path / SAVED_MODEL_PB)
-        except OSError:
-            return  # removed since the scan
-        failed = self._failures.get(version)
-        if failed is not None and failed.fingerprint == fingerprint:
-            return
-        self._loading = version
-        try:
-            loaded = load_version(path, version)
-        except Exception as err:  # a bad folder must not stop the others
-            message = (
-                str(err) if isinstance(err, AmazoniaError) else f"cannot load {path}: {tf_error_message(err)}"
-            )
-            log.warning("%s; serving the other versions", message)
-            with self._lock:
-                self._failures = {
-                    **self._failures,
-                    version: LoadFailure(version, fingerprint, _error_code(err), message),
-                }
-            return
-        finally:
-            self._loading = None
-        with self._lock:
-            self._versions = {**self._versions, version: loaded}
-            self._failures = {v: f for v, f in self._failures.items() if v != version}
-        # A loaded model is hundreds of thousands of objects that are never garbage; left
-        # to the collector, every full collection walks them all, a pause of 100+ ms that
-        # lands on whichever request allocated last. Frozen, they are skipped.
-        gc.freeze()
-
-    def start(self) -> None:
-        """Poll for new versions every ``poll_seconds`` in a daemon thread."""
-        self._thread = threading.Thread(target=self._poll, name=f"poll-{self.name}", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    def _poll(self) -> None:
-        while not self._stop.wait(self.poll_seconds):
-            try:
-                self.refresh()
-            except Exception:  # keep polling; the next round may succeed
-                log.exception("polling %s failed", self.base_path)
-
-    def get(self, name: str, version: int | None) -> LoadedVersion:
-        """The version to serve (highest if ``None``), or TF Serving's 404."""
-        versions = self._versions
-        if version is None:
-            if name == self.name and versions:
-                return versions[max(versions)]
-            raise RestError(NOT_FOUND, f"Servable not found for request: Latest({name})")
-        if name == self.name and version in versions:
-            return versions[version]
-        raise RestError(NOT_FOUND, f"Servable not found for request: Specific({name}, {version})")
-
-    def status(self, name: str, version: int | None) -> list[dict]:
-        """``model_version_status`` entries, highest version first, as TF Serving lists them.
-
-        A version whose load failed is listed as ``END`` with the error, as TF Serving
-        does; it is never served.
-        """
-        entries: dict[int, dict] = {}
-        if name == self.name:
-            for failure in self._failures.values():
-                entries[failure.version] = rest.version_status(
-                    failure.version, END, failure.error_code, failure.message
-                )
-            entries.update({v: rest.version_status(v, AVAILABLE) for v in self._versions})
-            loading = self._loading
-            if loading is not None:
-                entries[loading] = rest.version_status(loading, LOADING)
-        if version is not None:
-            if version not in entries:
-                raise RestError(NOT_FOUND, f"Could not find version {version} of model {name}")
-            return [entries[version]]
-        if not entries:
-            raise RestError(NOT_FOUND, f"Could not find any versions of model {name}")
-        return [entries[v] for v in sorted(entries, reverse=True)]
+MAX_VERSION = 2**63 - 1  # versions are int64 in TF Serving's ModelSpec
+CLOSE = {"connection": "close"}  # on answers sent before the body was read to its end
 
 
 # --- requests -----------------------------------------------------------------------------
 
 
 def predict(repository: ModelRepository, name: str, version: int | None, body: bytes) -> bytes:
-    """Answer one ``:predict`` body with TF Serving's JSON; blocking, run it in a thread."""
+    """Answer one ``:predict`` body with TF Serving's JSON; blocking, run it in a thread.
+
+    Checks come in TF Serving's order: the body is parsed, the model and signature are
+    looked up (an unknown model is 404 whatever the body holds), then the tensors are read.
+    """
     request = rest.parse_predict_request(body, DEFAULT_SIGNATURE)
     model = repository.get(name, version)
     signature = model.signatures.get(request.signature_name)
     if signature is None:
         raise bad_request(f'Serving signature name: "{request.signature_name}" not found in signature def')
-    try:
-        tensors = rest.request_tensors(request, signature.inputs)
-    except RecursionError:
-        raise bad_request("JSON Parse error: The document is nested too deeply") from None
+    tensors = rest.request_tensors(request, signature.inputs)
     _check_image_sizes(tensors)
     try:
         outputs = run_signature(signature, tensors)
@@ -365,33 +119,48 @@ def _call(signature: Signature, tensors: Mapping[str, np.ndarray]) -> dict[str, 
 
 
 def _check_image_sizes(tensors: Mapping[str, np.ndarray]) -> None:
-    """Refuse images that would decode to more than MAX_IMAGE_PIXELS (decompression bombs):
-    a few KB of PNG can decode to gigabytes. Strings that are no image are left to the model."""
+    """Refuse images that would decode to more pixels than the decode budget (decompression
+    bombs): a few KB of PNG can decode to gigabytes. Strings that are no image are left to
+    the model."""
     for name, array in tensors.items():
         if array.dtype != object:
             continue
         for data in array.flat:
             try:
-                with Image.open(io.BytesIO(data)) as image:  # reads the header only
-                    width, height = image.size
-            except (OSError, ValueError, Image.DecompressionBombError):
-                continue
-            if width * height > MAX_IMAGE_PIXELS:
-                raise bad_request(
-                    f"input '{name}': an image of {width}x{height} pixels; at most {MAX_IMAGE_PIXELS:,} "
-                    "pixels are decoded (the model resizes to its input size anyway): shrink it first"
-                )
+                images.check_decode_budget(data)
+            except images.ImageTooLargeError as err:
+                raise bad_request(f"input '{name}': {err}") from None
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, or 413 once it passes ``limit`` bytes (declared or streamed).
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The request body, decompressed if it is gzip (as TF Serving's HTTP server does it);
+    413 once it passes ``limit`` bytes (declared, streamed or decompressed); 408 if it has
+    not arrived ``timeout_s`` after its head."""
+    declared = request.headers.get("content-length", "")  # h11 has checked it is digits
+    declared_too_large = declared.isdigit() and (len(declared) > len(str(limit)) or int(declared) > limit)
+    try:
+        with anyio.fail_after(timeout_s):
+            body = await _read_body(request, limit, declared if declared_too_large else "")
+    except TimeoutError:
+        if declared_too_large:  # refused anyway: say why, not that it was slow
+            raise _too_large(limit, f"Request body of {declared} bytes") from None
+        raise RestError(
+            REQUEST_TIMEOUT,
+            f"the request body did not arrive within {timeout_s:g} s of its head "
+            "(serve.read_timeout_seconds, --read-timeout); send it at once, or in smaller requests",
+        ) from None
+    if "gzip" in request.headers.get("content-encoding", ""):  # TF Serving's test, case and all
+        body = await anyio.to_thread.run_sync(gunzip, body, limit)
+    return body
+
+
+async def _read_body(request: Request, limit: int, too_large_declared: str) -> bytes:
+    """The request body as sent, or 413 once it passes ``limit`` bytes (declared or streamed).
 
     A refused body is still read (not kept) up to a bound, so that the client, which is
     busy sending, is not reset before it can read the 413.
     """
-    declared = request.headers.get("content-length", "")
-    size = int(declared) if declared.isdigit() else 0
-    too_large = size > limit
+    too_large = bool(too_large_declared)
     chunks: list[bytes] = []
     received = 0
     try:
@@ -407,12 +176,37 @@ async def read_body(request: Request, limit: int) -> bytes:
     except ClientDisconnect:
         raise bad_request("client disconnected while sending the request body") from None
     if too_large:
-        raise RestError(
-            PAYLOAD_TOO_LARGE,
-            f"Request body of {max(size, received)} bytes is larger than this server's limit of {limit} "
-            "bytes (serve.max_body_mb, --max-body-mb); send fewer instances per request",
-        )
+        raise _too_large(limit, f"Request body of {too_large_declared or received} bytes")
     return b"".join(chunks)
+
+
+def _too_large(limit: int, body: str) -> RestError:
+    return RestError(
+        PAYLOAD_TOO_LARGE,
+        f"{body} is larger than this server's limit of {limit} bytes "
+        "(serve.max_body_mb, --max-body-mb); send fewer instances per request",
+    )
+
+
+def gunzip(body: bytes, limit: int) -> bytes:
+    """A gzip body decompressed, or 413 past ``limit`` bytes: a few KB inflate to gigabytes."""
+    decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        data = decompressor.decompress(body, limit + 1)
+        complete = decompressor.eof
+    except zlib.error as err:
+        data, complete, problem = b"", False, str(err)
+    else:
+        problem = "the gzip stream is cut short"
+    if len(data) > limit:
+        raise _too_large(limit, "Request body, once gunzipped,")
+    if not complete:
+        # TF Serving reads a body it cannot gunzip as empty, hence its words first.
+        raise bad_request(
+            f"JSON Parse error: The document is empty (the body is Content-Encoding: gzip, but cannot be "
+            f"gunzipped: {problem}); compress it with gzip, or drop the header"
+        )
+    return data
 
 
 def _json(obj: Any, status: int = 200) -> Response:
@@ -429,6 +223,7 @@ def create_app(
     model_name: str,
     poll_seconds: float = 2.0,
     max_body_bytes: int = 32 * 2**20,
+    read_timeout_s: float = 30.0,
 ) -> FastAPI:
     """The TF Serving-compatible app serving ``model_base_path`` (``models/<name>/``) as
     ``model_name``; versions are loaded at startup and polled for while it runs."""
@@ -448,14 +243,17 @@ def create_app(
     app = FastAPI(title="amazonia serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.repository = repository
     _add_error_handlers(app)
-    _add_routes(app, repository, max_body_bytes)
+    _add_routes(app, repository, max_body_bytes, read_timeout_s)
     return app
 
 
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RestError)
     async def rest_error(request: Request, err: RestError) -> Response:
-        return _json(rest.error_body(err.message), err.status)
+        response = _json(rest.error_body(err.message), err.status)
+        if err.status in (REQUEST_TIMEOUT, PAYLOAD_TOO_LARGE):  # the rest of the body is not read
+            response.headers.update(CLOSE)
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> Response:
@@ -469,7 +267,9 @@ def _add_error_handlers(app: FastAPI) -> None:
         return _json(rest.error_body(f"internal error: {type(err).__name__}: {err}"), 500)
 
 
-def _add_routes(app: FastAPI, repository: ModelRepository, max_body_bytes: int) -> None:
+def _add_routes(
+    app: FastAPI, repository: ModelRepository, max_body_bytes: int, read_timeout_s: float
+) -> None:
     # Parsing is GIL-bound and inference uses every core, so more predictions at once
     # than this only add memory (a 32 MB body parses to ~300 MB of Python objects).
     predictions = anyio.CapacityLimiter(PREDICT_CONCURRENCY)
@@ -498,12 +298,16 @@ def _add_routes(app: FastAPI, repository: ModelRepository, max_body_bytes: int) 
 
     async def predict_route(request: Request) -> Response:
         name, version = _model_spec(request)
-        body = await read_body(request, max_body_bytes)
+        body = await read_body(request, max_body_bytes, read_timeout_s)
         answer = await anyio.to_thread.run_sync(predict, repository, name, version, body, limiter=predictions)
         return Response(content=answer, media_type="application/json")
 
     # Handlers read request.path_params, so FastAPI adds no query or body parameters.
-    for prefix in ("/v1/models/{name}", "/v1/models/{name}/versions/{version:int}"):
+    async def no_model_name(request: Request) -> Response:
+        raise bad_request("Missing model name in request.")
+
+    app.add_api_route("/v1/models", no_model_name, methods=["GET"])
+    for prefix in ("/v1/models/{name}", "/v1/models/{name}/versions/{version}"):
         app.add_api_route(prefix, status, methods=["GET"])
         app.add_api_route(prefix + "/metadata", metadata, methods=["GET"])
         app.add_api_route(prefix + "/assets/{asset}", assets, methods=["GET"])
@@ -511,8 +315,82 @@ def _add_routes(app: FastAPI, repository: ModelRepository, max_body_bytes: int) 
 
 
 def _model_spec(request: Request) -> tuple[str, int | None]:
-    """Model name and version (None: the highest) of a request's path."""
-    name = request.path_params["name"]
-    if ":" in name:  # TF Serving's names exclude ':', e.g. GET .../PlanetModel:predict
-        raise RestError(400, f"Malformed request: {request.method} {request.url.path}")
-    return name, request.path_params.get("version")
+    """Model name and version (None: the highest) of a request's path, checked as TF
+    Serving's path regex and ``absl::SimpleAtoi`` check them."""
+    name, version = request.path_params["name"], request.path_params.get("version")
+    # TF Serving's names exclude ':' (e.g. GET .../PlanetModel:predict); versions are digits.
+    if ":" in name or (version is not None and not _DIGITS.fullmatch(version)):
+        raise bad_request(f"Malformed request: {request.method} {request.url.path}")
+    if version is None:
+        return name, None
+    significant = version.lstrip("0")
+    if len(significant) > len(str(MAX_VERSION)) or int(significant or "0") > MAX_VERSION:
+        raise bad_request(f"Failed to convert version: {version} to numeric.")
+    return name, int(significant or "0")
+
+
+_DIGITS = re.compile(r"[0-9]+")
+
+
+# --- running ------------------------------------------------------------------------------
+
+
+def serve(app: FastAPI, sock: socket.socket, settings: ServeParams, verbose: bool = False) -> None:
+    """Run ``app`` on the bound ``sock`` until SIGINT/SIGTERM, with the connection limits of
+    ``settings`` (uvicorn's, plus a request-head timeout uvicorn lacks)."""
+    config = uvicorn.Config(
+        app,
+        http=functools.partial(HeadTimeoutProtocol, head_timeout_s=settings.read_timeout_seconds),
+        timeout_keep_alive=settings.keep_alive_seconds,
+        limit_concurrency=settings.max_connections,
+        h11_max_incomplete_event_size=settings.max_header_kb * 1024,
+        timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
+        log_level="info" if verbose else "warning",
+        access_log=verbose,
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+class HeadTimeoutProtocol(H11Protocol):
+    """uvicorn's h11 protocol that also closes a connection whose request head has not
+    arrived ``head_timeout_s`` after the connection opened, or after the request's first
+    byte on a kept-alive one.
+
+    uvicorn times connections out only while idle between requests: a client that
+    connects and sends nothing, or a header byte now and then, would hold its connection
+    (and one of ``limit_concurrency``'s places) forever.
+    """
+
+    def __init__(self, *args: Any, head_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.head_timeout_s = head_timeout_s
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._start_head_timer()
+
+    def data_received(self, data: bytes) -> None:
+        if self._head_timer is None and self.conn.their_state is h11.IDLE:
+            self._start_head_timer()  # a next request begins on a kept-alive connection
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:
+            self._stop_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def _start_head_timer(self) -> None:
+        self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            log.info("closed a connection: no request head within %g s", self.head_timeout_s)
+            self.transport.close()

@@ -1,0 +1,438 @@
+"""The versions of one model under ``models/<name>/``: loaded, reloaded and unloaded as TF Serving does.
+
+TF Serving's file-system source polls the base path for integer-named version folders and
+hands them to its ``AspiredVersionsManager``, whose default ``AvailabilityPreservingPolicy``
+loads a new version before it unloads an old one; a failed load is retried
+(``--max_num_load_retries``, ``--load_retry_interval_micros``). :class:`ModelRepository`
+does the same for ``amazonia serve``, with these choices:
+
+* every loaded version stays reachable by URL (TF Serving's default serves the latest
+  only); the highest is served by default;
+* a folder is loaded once it has not changed for one poll, so that a copy in progress
+  (``cp -r``, ``dvc pull``: ``saved_model.pb`` before ``variables/``) is left alone; at
+  startup, what is there is loaded at once;
+* loads come before unloads: a new or replacing folder is loaded while the old version
+  serves, then swapped in; a version is never unloaded to make room;
+* a failed load is retried at once when its folder changes, and otherwise up to
+  :data:`MAX_NUM_LOAD_RETRIES` times, one poll apart at first, then doubling;
+* a folder replaced under a served version (a re-export, ``dvc checkout``) is loaded and
+  swapped in; TF Serving treats a version as immutable and would keep the old one;
+* a served version whose folder disappears is served on for
+  :data:`MISSING_FOLDER_GRACE_S` (it may be being replaced: ``dvc checkout`` and
+  ``dvc pull`` delete a folder before restoring it), then unloaded, unless it is the last
+  one served while another folder waits to load. TF Serving unloads it at the next poll,
+  with the same exception;
+* memory stays flat across reloads: the process's objects are frozen out of garbage
+  collection once, before any model loads, and each reload ends with a collection
+  (:func:`_freeze_heap`).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import error_codes_pb2, saved_model_pb2
+
+from amazonia.common.errors import AmazoniaError
+from amazonia.export.contract import (
+    LABEL_MAP_ASSET,
+    SAVED_MODEL_PB,
+    SERVE_TAG,
+    THRESHOLDS_ASSET,
+    VERSION_DIR_RE,
+    load_assets,
+)
+from amazonia.export.saved_model import tf_error_message
+from amazonia.serving import rest
+from amazonia.serving.rest import NOT_FOUND, RestError
+
+log = logging.getLogger(__name__)
+
+AVAILABLE, LOADING, END = "AVAILABLE", "LOADING", "END"  # TF Serving's ModelVersionStatus states
+# TF Serving's --max_num_load_retries default. Its --load_retry_interval_micros waits a fixed
+# minute between tries; ours start one poll after a failure and double up to that minute, as
+# the usual failure here is a folder still being written, complete seconds later.
+MAX_NUM_LOAD_RETRIES = 5
+MAX_LOAD_RETRY_INTERVAL_S = 60.0
+# Long enough for DVC or a copy to put a deleted version folder back, short enough that a
+# version deleted on purpose is gone within a minute.
+MISSING_FOLDER_GRACE_S = 60.0
+
+Fingerprint = tuple[tuple[str, int, int, int], ...]  # (path, inode, size, mtime_ns) of each entry
+
+
+# --- one version ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Signature:
+    function: Any  # a ConcreteFunction taking the inputs as keyword arguments
+    inputs: Mapping[str, rest.TensorSpec]
+
+
+@dataclass(frozen=True)
+class LoadedVersion:
+    """A version ready to serve; immutable, so requests can use it without locks."""
+
+    version: int
+    path: Path
+    signature_defs: Mapping[str, Any]  # as the metadata endpoint shows them
+    signatures: Mapping[str, Signature]
+    assets: Mapping[str, Any]  # asset file name -> its JSON; empty when assets_error says why
+    assets_error: str
+    saved_model: Any = field(repr=False)  # owns the variables the functions read
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    """The last failed load of a version folder, and when to try it again."""
+
+    version: int
+    fingerprint: Fingerprint  # of the folder when it failed; a changed folder is tried again
+    error_code: str
+    message: str  # the error, and whether and when it is retried: what the status shows
+    attempts: int  # failed loads of this very folder content
+    retry_at: float | None  # time.monotonic() of the next retry; None: only once the folder changes
+
+
+class CorruptSavedModelError(AmazoniaError):
+    """``saved_model.pb`` cannot be parsed: half-written or not a SavedModel."""
+
+    error_code = "DATA_LOSS"
+
+
+def read_signature_defs(saved_model_dir: Path) -> dict[str, Any]:
+    """The ``serve`` meta graph's signature defs in TF Serving's metadata JSON layout."""
+    pb = saved_model_dir / SAVED_MODEL_PB
+    proto = saved_model_pb2.SavedModel()
+    try:
+        proto.ParseFromString(pb.read_bytes())
+    except DecodeError as err:
+        raise CorruptSavedModelError(
+            f"{pb}: not a readable SavedModel ({err}); written incompletely? export it again"
+        ) from None
+    for meta_graph in proto.meta_graphs:
+        if SERVE_TAG in meta_graph.meta_info_def.tags:
+            return {
+                name: json_format.MessageToDict(
+                    signature, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+                )
+                for name, signature in meta_graph.signature_def.items()
+            }
+    raise AmazoniaError(f"{pb}: no meta graph tagged '{SERVE_TAG}'; export it with that tag")
+
+
+def load_version(path: Path, version: int) -> LoadedVersion:
+    """Load and warm up one version folder; raises whatever loading raises."""
+    started = time.perf_counter()
+    signature_defs = read_signature_defs(path)
+    saved_model = tf.saved_model.load(str(path), tags=[SERVE_TAG])
+    signatures = {
+        name: Signature(saved_model.signatures[name], rest.input_specs(definition))
+        for name, definition in signature_defs.items()
+        if name in saved_model.signatures  # not "__saved_model_init_op"
+    }
+    try:
+        label_map, thresholds = load_assets(path)
+        assets, assets_error = {LABEL_MAP_ASSET: label_map, THRESHOLDS_ASSET: thresholds}, ""
+    except AmazoniaError as err:  # TF Serving needs no assets: serve the model without them
+        assets, assets_error = {}, str(err)
+        log.warning("version %d serves no assets: %s", version, err)
+    _warm_up(version, signatures)
+    log.info("loaded version %d from %s in %.1f s", version, path, time.perf_counter() - started)
+    return LoadedVersion(version, path, signature_defs, signatures, assets, assets_error, saved_model)
+
+
+def _warm_up(version: int, signatures: Mapping[str, Signature]) -> None:
+    """Call every signature once: the first call of a loaded function is ~10x slower."""
+    sample_image = tf.io.encode_png(tf.zeros((8, 8, 3), tf.uint8)).numpy()
+    for name, signature in signatures.items():
+        try:
+            signature.function(**{k: _sample(spec, sample_image) for k, spec in signature.inputs.items()})
+        except Exception as err:  # a model that fails on zeros may still serve real data
+            log.warning("version %d: warm-up call of %s failed: %s", version, name, tf_error_message(err))
+
+
+def _sample(spec: rest.TensorSpec, image: bytes) -> tf.Tensor:
+    shape = [1 if d < 0 else d for d in spec.shape or (1,)]
+    if spec.dtype == rest.DT_STRING:  # our string inputs are encoded images
+        return tf.constant(np.full(shape, image, dtype=object))
+    return tf.zeros(shape, tf.dtypes.as_dtype(types_pb2.DataType.Value(spec.dtype)))
+
+
+def _error_code(err: Exception) -> str:
+    """The canonical error code TF Serving would show for a failed load."""
+    if isinstance(err, tf.errors.OpError):
+        return error_codes_pb2.Code.Name(err.error_code)
+    return getattr(err, "error_code", "UNKNOWN")
+
+
+def _freeze_heap() -> None:
+    """Take what the process holds before any model loads out of garbage collection.
+
+    TensorFlow's and the server's modules are ~380,000 objects that are never garbage; left
+    to the collector, every full collection walks them all, a pause of 300+ ms on a busy
+    machine that lands on whichever request allocated last. Frozen (``gc.freeze``), they
+    are skipped. A loaded model is only ~7,000 objects and stays collectable: frozen, an
+    unloaded version, held in reference cycles, would stay in memory for good.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+def folder_fingerprint(path: Path) -> Fingerprint:
+    """What identifies a version folder's content: the folder and every entry below it.
+
+    Stats, not checksums: polled every few seconds for every version. Symbolic links are
+    not followed (a DVC ``symlink`` cache): a target that appears later is found by a retry.
+    """
+    entries = []
+    for root, dirs, files in os.walk(path):  # errors (a folder deleted meanwhile) skip it
+        for name in (".", *dirs, *files):
+            full = os.path.join(root, name)
+            try:
+                stat = os.lstat(full)
+            except OSError:
+                continue
+            entries.append((os.path.relpath(full, path), stat.st_ino, stat.st_size, stat.st_mtime_ns))
+    return tuple(sorted(entries))
+
+
+# --- all versions -------------------------------------------------------------------------
+
+
+class ModelRepository:
+    """The versions of one model under ``base_path``, reloaded by a polling thread (policy:
+    the module docstring).
+
+    Readers take ``self._versions`` and ``self._failures`` (dicts replaced, never changed)
+    without locking; only :meth:`refresh`, in one thread at a time, writes them, under
+    ``self._lock``. Its other state is its own.
+    """
+
+    def __init__(
+        self,
+        base_path: Path | str,
+        name: str,
+        poll_seconds: float,
+        *,
+        max_num_load_retries: int = MAX_NUM_LOAD_RETRIES,
+        missing_folder_grace_s: float = MISSING_FOLDER_GRACE_S,
+    ) -> None:
+        self.base_path = Path(base_path)
+        self.name = name
+        self.poll_seconds = poll_seconds
+        self.max_num_load_retries = max_num_load_retries
+        self.missing_folder_grace_s = missing_folder_grace_s
+        self._versions: dict[int, LoadedVersion] = {}
+        self._failures: dict[int, LoadFailure] = {}
+        self._loading: int | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._polled = False  # once True, folders must be unchanged for a poll to be loaded
+        self._seen: dict[int, Fingerprint] = {}  # at the previous poll
+        self._loaded_from: dict[int, Fingerprint] = {}  # of the folder each served version came from
+        self._missing_since: dict[int, float] = {}  # served versions whose folder is gone
+        self._heap_frozen = False  # see _freeze_heap
+        self._heap_changed = False  # a version was loaded or unloaded: collect garbage
+
+    @property
+    def versions(self) -> Mapping[int, LoadedVersion]:
+        """The loaded versions now (a snapshot)."""
+        return self._versions
+
+    def scan(self) -> dict[int, Path]:
+        """Version folders that may be loaded: integer names holding a saved_model.pb.
+
+        The smoke check publishes through ``.tmp-<version>.*`` and renames it when complete, so
+        other names are skipped, as TF Serving skips them.
+        """
+        try:
+            entries = list(self.base_path.iterdir())
+        except OSError as err:
+            raise AmazoniaError(f"cannot list {self.base_path}: {err.strerror}") from None
+        return {
+            int(entry.name): entry
+            for entry in entries
+            if VERSION_DIR_RE.fullmatch(entry.name) and (entry / SAVED_MODEL_PB).is_file()
+        }
+
+    def refresh(self) -> None:
+        """One poll: load new and changed folders (highest first), then unload versions whose
+        folder is gone for good, then reclaim what loading and unloading left."""
+        if not self._heap_frozen:
+            _freeze_heap()
+            self._heap_frozen = True
+        try:
+            found = self.scan()
+        except AmazoniaError as err:  # a transient error must not unload what serves
+            log.warning("%s; keeping the loaded versions", err)
+            return
+        fingerprints = {version: folder_fingerprint(path) for version, path in found.items()}
+        previous, self._seen = self._seen, fingerprints
+        with self._lock:
+            self._failures = {v: f for v, f in self._failures.items() if v in found}
+        for version in sorted(found, reverse=True):
+            fingerprint = fingerprints[version]
+            if self._loaded_from.get(version) == fingerprint:
+                continue  # serving this very folder
+            if self._polled and previous.get(version) != fingerprint:
+                continue  # new or changed since the last poll: maybe still being written
+            failed = self._failures.get(version)
+            if failed is not None and failed.fingerprint == fingerprint:
+                if failed.retry_at is None or time.monotonic() < failed.retry_at:
+                    continue
+            self._try_load(version, found[version], fingerprint, failed)
+        self._unload_missing(found)
+        self._polled = True
+        if self._heap_changed:
+            # An unloaded version is held in reference cycles; collected now, not whenever
+            # the collector's thresholds say, so that memory stays flat across reloads.
+            gc.collect()
+            self._heap_changed = False
+
+    def _try_load(
+        self, version: int, path: Path, fingerprint: Fingerprint, failed: LoadFailure | None
+    ) -> None:
+        self._loading = version
+        try:
+            loaded = load_version(path, version)
+        except Exception as err:  # a bad folder must not stop the others
+            self._record_failure(version, path, fingerprint, failed, err)
+            return
+        finally:
+            self._loading = None
+        if version in self._versions:
+            log.info("version %d: now served from its new folder; the old one's model is unloaded", version)
+        with self._lock:
+            self._versions = {**self._versions, version: loaded}
+            self._failures = {v: f for v, f in self._failures.items() if v != version}
+        self._loaded_from[version] = fingerprint
+        self._missing_since.pop(version, None)
+        self._heap_changed = True
+
+    def _record_failure(
+        self, version: int, path: Path, fingerprint: Fingerprint, failed: LoadFailure | None, err: Exception
+    ) -> None:
+        error = str(err) if isinstance(err, AmazoniaError) else f"cannot load {path}: {tf_error_message(err)}"
+        attempts = failed.attempts + 1 if failed is not None and failed.fingerprint == fingerprint else 1
+        if attempts <= self.max_num_load_retries:
+            delay = min(self.poll_seconds * 2 ** (attempts - 1), MAX_LOAD_RETRY_INTERVAL_S)
+            retry_at: float | None = time.monotonic() + delay
+            plan = f"retrying in {delay:g} s (attempt {attempts} of {self.max_num_load_retries + 1})"
+        else:
+            retry_at = None
+            plan = f"gave up after {attempts} attempts: change the folder (or touch it) to retry"
+        message = f"{error}; {plan}"
+        serving = "serving the version loaded before" if version in self._versions else "serving the others"
+        log.warning("%s; %s", message, serving)
+        with self._lock:
+            self._failures = {
+                **self._failures,
+                version: LoadFailure(version, fingerprint, _error_code(err), message, attempts, retry_at),
+            }
+
+    def _unload_missing(self, found: Mapping[int, Path]) -> None:
+        """Unload served versions whose folder has been gone for the grace period, but never
+        the last one while another folder waits to be loaded (TF Serving's availability)."""
+        now = time.monotonic()
+        expired = []
+        for version in self._versions:
+            if version in found:
+                self._missing_since.pop(version, None)
+                continue
+            if version not in self._missing_since:
+                log.info(
+                    "version %d: folder %s is gone; serving it on for %g s in case it is being replaced",
+                    version,
+                    self.base_path / str(version),
+                    self.missing_folder_grace_s,
+                )
+                self._missing_since[version] = now
+            if now - self._missing_since[version] >= self.missing_folder_grace_s:
+                expired.append(version)
+        if not expired:
+            return
+        waiting = any(
+            v not in self._versions and not (v in self._failures and self._failures[v].retry_at is None)
+            for v in found
+        )
+        if waiting and len(expired) == len(self._versions):
+            expired.remove(max(expired))  # the only one served until the waiting folder loads
+        with self._lock:
+            self._versions = {v: m for v, m in self._versions.items() if v not in expired}
+        for version in expired:
+            log.info(
+                "version %d: unloaded, its folder has been gone for %g s",
+                version,
+                self.missing_folder_grace_s,
+            )
+            del self._missing_since[version], self._loaded_from[version]
+        self._heap_changed = True
+
+    def start(self) -> None:
+        """Poll for new versions every ``poll_seconds`` in a daemon thread."""
+        self._thread = threading.Thread(target=self._poll, name=f"poll-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.refresh()
+            except Exception:  # keep polling; the next round may succeed
+                log.exception("polling %s failed", self.base_path)
+
+    def get(self, name: str, version: int | None) -> LoadedVersion:
+        """The version to serve (highest if ``None``), or TF Serving's 404."""
+        versions = self._versions
+        if version is None:
+            if name == self.name and versions:
+                return versions[max(versions)]
+            raise RestError(NOT_FOUND, f"Servable not found for request: Latest({name})")
+        if name == self.name and version in versions:
+            return versions[version]
+        raise RestError(NOT_FOUND, f"Servable not found for request: Specific({name}, {version})")
+
+    def status(self, name: str, version: int | None) -> list[dict]:
+        """``model_version_status`` entries, highest version first, as TF Serving lists them.
+
+        A version being loaded for the first time is ``LOADING``; one whose load failed is
+        ``END`` with the error, as TF Serving shows it, also while it is retried; a served
+        version is ``AVAILABLE``, also while a replacement of its folder loads or has failed.
+        """
+        entries: dict[int, dict] = {}
+        if name == self.name:
+            loading = self._loading
+            if loading is not None:
+                entries[loading] = rest.version_status(loading, LOADING)
+            for failure in self._failures.values():
+                entries[failure.version] = rest.version_status(
+                    failure.version, END, failure.error_code, failure.message
+                )
+            entries.update({v: rest.version_status(v, AVAILABLE) for v in self._versions})
+        if version is not None:
+            if version not in entries:
+                raise RestError(NOT_FOUND, f"Could not find version {version} of model {name}")
+            return [entries[version]]
+        if not entries:
+            raise RestError(NOT_FOUND, f"Could not find any versions of model {name}")
+        return [entries[v] for v in sorted(entries, reverse=True)]
