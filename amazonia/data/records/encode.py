@@ -35,7 +35,8 @@ def encode_bytes(job: ChipJob, data: bytes, image_size: int, jpeg_quality: int) 
         chip = images.prepare_chip_bytes(data, image_size, jpeg_quality)
     except images.BadImageError as err:
         return Encoded(None, str(err), None)
-    return Encoded(schema.make_example(job.name, chip.jpeg, job.weather, job.ground), None, chip.converted_from)
+    example = schema.make_example(job.name, chip.jpeg, job.weather, job.ground)
+    return Encoded(example, None, chip.converted_from)
 
 
 def encode_file(job: ChipJob, image_size: int, jpeg_quality: int) -> Encoded:

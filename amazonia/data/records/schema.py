@@ -62,7 +62,8 @@ def make_example(name: str, jpeg: bytes, weather: Sequence[int], ground: Sequenc
         FEATURE_GROUND: _field(3, _packed_int64(ground)),
     }
     entries = b"".join(
-        _field(1, _field(1, key.encode("utf-8")) + _field(2, value)) for key, value in sorted(features.items())
+        _field(1, _field(1, key.encode("utf-8")) + _field(2, value))
+        for key, value in sorted(features.items())
     )
     return _field(1, entries)
 

@@ -94,7 +94,9 @@ def write_split(
                 log.warning("skipping %s: %s", job.name, result.error)
             else:
                 shards.write(planner.assign(len(result.example)), result.example)
-            outcomes.append(ChipOutcome(job.name, job.weather, job.ground, result.error, result.converted_from))
+            outcomes.append(
+                ChipOutcome(job.name, job.weather, job.ground, result.error, result.converted_from)
+            )
         manifest = build_manifest(split, image_size, shards.close(), outcomes)
         manifest.write(tmp)
     return manifest
