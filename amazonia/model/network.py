@@ -17,7 +17,9 @@ def build_model(
     dense_blocks: int = 2,
 ) -> keras.Model:
     """Conv2D(3x3, same, relu) + MaxPool, twice; Flatten; Dense + Dropout, twice;
-    a softmax ``weather`` head and a sigmoid ``ground`` head. Inputs in [0, 1]."""
+    a softmax ``weather`` head and a sigmoid ``ground`` head. Inputs in [0, 1].
+
+    Layers take Keras's global dtype policy (``train.precision``), the heads float32."""
     inputs = keras.Input(shape=(image_size, image_size, 3), name=INPUT_NAME)
     x = inputs
     for _ in range(conv_blocks):
@@ -27,8 +29,14 @@ def build_model(
     for _ in range(dense_blocks):
         x = keras.layers.Dense(dense_units, activation="relu")(x)
         x = keras.layers.Dropout(dropout)(x)
-    weather = keras.layers.Dense(len(LABELS_WEATHER), activation="softmax", name=OUTPUT_WEATHER)(x)
-    ground = keras.layers.Dense(len(LABELS_GROUND), activation="sigmoid", name=OUTPUT_GROUND)(x)
+    # float32 heads under any mixed-precision policy: softmax, sigmoid and the losses
+    # need its range, and the exported signatures promise float32 outputs.
+    weather = keras.layers.Dense(
+        len(LABELS_WEATHER), activation="softmax", name=OUTPUT_WEATHER, dtype="float32"
+    )(x)
+    ground = keras.layers.Dense(
+        len(LABELS_GROUND), activation="sigmoid", name=OUTPUT_GROUND, dtype="float32"
+    )(x)
     return keras.Model(inputs, {OUTPUT_WEATHER: weather, OUTPUT_GROUND: ground}, name="planet_cnn")
 
 
