@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import yaml
 
 from amazonia.model.input_pipeline import batches_per_epoch
 from tests.conftest import BIN, ran_stages, run, set_params
@@ -33,6 +34,31 @@ def test_several_replicas_get_full_batches_split_evenly():
         validation_batch_size(32, 1, 2)
 
 
+def test_inference_runs_in_float32_with_the_trained_weights():
+    import keras
+    import numpy as np
+
+    from amazonia.model.distribute import set_precision
+    from amazonia.model.network import build_model, for_inference
+
+    try:
+        set_precision("mixed_bfloat16")
+        mixed = build_model(16, filters=4, dense_units=8)
+    finally:
+        set_precision("float32")
+    inference = for_inference(mixed)
+    assert {layer.dtype_policy.name for layer in inference.layers} == {"float32"}
+    for ours, theirs in zip(inference.get_weights(), mixed.get_weights()):
+        np.testing.assert_array_equal(ours, theirs)
+    images = np.random.default_rng(0).random((4, 16, 16, 3), dtype=np.float32)
+    exact, rounded = inference(images, training=False), mixed(images, training=False)
+    for head in ("weather", "ground"):
+        np.testing.assert_allclose(exact[head], rounded[head], atol=0.05)  # bfloat16 rounding only
+    plain = build_model(16, filters=4, dense_units=8)
+    assert for_inference(plain) is plain
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
 @pytest.mark.slow
 def test_mirrored_trains_the_tiny_pipeline_on_two_logical_cpu_devices(pipeline_copy):
     repo = pipeline_copy
@@ -44,24 +70,30 @@ def test_mirrored_trains_the_tiny_pipeline_on_two_logical_cpu_devices(pipeline_c
     assert json.loads((repo / "metrics/smoke.json").read_text())["passed"] is True
 
 
+def layer_policies(repo):
+    code = (
+        "import keras, json; m = keras.saving.load_model('models/model.keras'); "
+        "print(json.dumps({l.name: l.dtype_policy.name for l in m.layers}))"
+    )
+    return json.loads(run([str(BIN / "python"), "-c", code], repo).stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.slow
-def test_mixed_bfloat16_tiny_run_passes_its_smoke_check_with_float32_heads(pipeline_copy):
+def test_mixed_bfloat16_tiny_run_and_float32_pass_their_smoke_checks(tiny_pipeline, pipeline_copy):
+    """The tiny run trains in mixed_bfloat16 (the default) with float32 heads, and is
+    evaluated, exported and smoke-checked in float32; train.precision: float32 too."""
+    assert (
+        yaml.safe_load((tiny_pipeline / "params.yaml").read_text())["train"]["precision"] == "mixed_bfloat16"
+    )
+    policies = layer_policies(tiny_pipeline)
+    assert policies["weather"] == policies["ground"] == "float32"
+    assert any(name.startswith("conv2d") and p == "mixed_bfloat16" for name, p in policies.items())
+    assert json.loads((tiny_pipeline / "metrics/smoke.json").read_text())["passed"] is True
+
     repo = pipeline_copy
-    set_params(repo, {"train": {"precision": "mixed_bfloat16"}})
+    set_params(repo, {"train": {"precision": "float32"}})
     result = run([DVC, "repro"], repo)
     assert {"train", "evaluate", "export", "smoke_check"} <= ran_stages(result.stdout)
-    assert json.loads((repo / "metrics/smoke.json").read_text())["passed"] is True
-    report = json.loads((repo / "metrics/eval.json").read_text())
-    assert 0 <= report["f2"] <= 1
-    policies = run(
-        [
-            str(BIN / "python"),
-            "-c",
-            "import keras, json; m = keras.saving.load_model('models/model.keras'); "
-            "print(json.dumps({l.name: l.dtype_policy.name for l in m.layers}))",
-        ],
-        repo,
-    ).stdout
-    by_layer = json.loads(policies.strip().splitlines()[-1])
-    assert by_layer["weather"] == by_layer["ground"] == "float32"
-    assert any(name.startswith("conv2d") and p == "mixed_bfloat16" for name, p in by_layer.items())
+    assert set(layer_policies(repo).values()) == {"float32"}
+    smoke = json.loads((repo / "metrics/smoke.json").read_text())
+    assert smoke["passed"] is True and max(smoke["max_abs_diff"].values()) <= 1e-5

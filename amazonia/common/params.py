@@ -87,7 +87,7 @@ class TrainParams(_Section):
     filters: int = Field(32, gt=0)
     dense_units: int = Field(128, gt=0)
     dropout: float = Field(0.2, ge=0, lt=1)
-    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = "float32"  # Keras dtype policy
+    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = "mixed_bfloat16"  # Keras dtype policy
     strategy: Literal["none", "mirrored", "multi_worker"] = "none"  # tf.distribute
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 
 from amazonia.data.labels import LABELS_GROUND, LABELS_WEATHER
@@ -51,3 +53,27 @@ def compile_model(model: keras.Model, learning_rate: float) -> keras.Model:
         },
     )
     return model
+
+
+def for_inference(model: keras.Model) -> keras.Model:
+    """``model`` computing in float32 throughout, whatever ``train.precision`` it was trained at.
+
+    Mixed precision speeds up training; evaluation, export and serving run in float32, so
+    served answers equal the Keras model's to 1e-5 and run at full speed on CPUs without
+    16-bit arithmetic. The weights are float32 under every Keras policy and are copied
+    as they are. A float32 model is returned unchanged.
+    """
+    if all(layer.dtype_policy.name == "float32" for layer in model.layers):
+        return model
+
+    def float32_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    clone = keras.models.clone_model(model, clone_function=float32_layer)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def load_for_inference(path: Path | str) -> keras.Model:
+    """A trained ``.keras`` model, in float32 (:func:`for_inference`), uncompiled."""
+    return for_inference(keras.saving.load_model(path, compile=False))
