@@ -1,6 +1,7 @@
 # make run   : set up .venv and run the whole pipeline (dvc repro) on the default data
 # make test  : set up .venv and run the test suite
 # make bench : benchmarks (numbers go into README.md)
+# make bench-scale : the whole pipeline at Kaggle scale (40,479 chips) in a temporary copy
 # make serve : serve models/PlanetModel over TF Serving's REST API on 127.0.0.1:8501
 # make push / make pull : share DVC outputs through the configured remote
 # make report BASE=<rev> : markdown params/metrics diff against BASE
@@ -14,7 +15,7 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install run test bench lint clean serve push pull report
+.PHONY: install run test bench bench-scale lint clean serve push pull report
 
 install: $(STAMP)
 
@@ -32,6 +33,9 @@ test: install
 
 bench: install
 	$(BIN)/python -m bench
+
+bench-scale: install
+	$(BIN)/python -m bench scale
 
 serve: install
 	$(BIN)/amazonia serve
