@@ -1,6 +1,7 @@
 # make run   : set up .venv and run the whole pipeline (dvc repro) on the default data
 # make test  : set up .venv and run the test suite
 # make bench : benchmarks (numbers go into README.md)
+# make bench-scale : the whole pipeline at Kaggle scale (40,479 chips) in a temporary copy
 # make serve : serve models/PlanetModel over TF Serving's REST API on 127.0.0.1:8501
 # make push / make pull : share DVC outputs through the configured remote
 # make report BASE=<rev> : markdown params/metrics diff, plots page and error gallery against BASE
@@ -14,14 +15,14 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install run test bench lint clean serve push pull report
+.PHONY: install run test bench bench-scale lint clean serve push pull report
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip==26.3
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[dev,beam]"
 	touch $(STAMP)
 
 run: install
@@ -32,6 +33,9 @@ test: install
 
 bench: install
 	$(BIN)/python -m bench
+
+bench-scale: install
+	$(BIN)/python -m bench scale
 
 serve: install
 	$(BIN)/amazonia serve

@@ -19,24 +19,36 @@ BENCHMARKS: tuple[str, ...] = (
     "input_pipeline",
     "serving",
 )
+# Run only when named (``make bench-scale``): the whole pipeline at Kaggle scale, minutes.
+ON_REQUEST: tuple[str, ...] = ("scale",)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("names", nargs="*", metavar="NAME", help=f"of {', '.join(BENCHMARKS)} (default: all)")
+    parser.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help=f"of {', '.join(BENCHMARKS + ON_REQUEST)} (default: all but {', '.join(ON_REQUEST)})",
+    )
     parser.add_argument("--n", type=int, help="chips for throughput and size (BENCH_N, default 2000)")
     parser.add_argument(
         "--mem-n", type=int, help="chips of the smaller peak-memory run, the larger 4x (BENCH_MEM_N, 1000)"
     )
     parser.add_argument("--seed", type=int, help="synthetic chip seed (BENCH_SEED, default 0)")
     parser.add_argument("--repeats", type=int, help="timed runs per method, median kept (BENCH_REPEATS, 3)")
+    parser.add_argument("--scale-n", type=int, help="scale: data.n_images (BENCH_SCALE_N, 40479)")
+    parser.add_argument(
+        "--scale-epochs", type=int, help="scale: train.epochs, 0 = params.yaml's (BENCH_SCALE_EPOCHS, 0)"
+    )
     args = parser.parse_args(argv)
-    unknown = [n for n in args.names if n not in BENCHMARKS]
+    known = BENCHMARKS + ON_REQUEST
+    unknown = [n for n in args.names if n not in known]
     if unknown:
-        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
-    for option in ("n", "mem_n", "seed", "repeats"):
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    for option in ("n", "mem_n", "seed", "repeats", "scale_n", "scale_epochs"):
         value = getattr(args, option)
-        if value is not None and value < (0 if option == "seed" else 1):
+        if value is not None and value < (0 if option in ("seed", "scale_epochs") else 1):
             parser.error(f"--{option.replace('_', '-')} {value}: too small")
     return args
 
@@ -47,7 +59,14 @@ def main(argv: list[str] | None = None) -> None:
     # Imported only now: the modules pull in pandas and TensorFlow.
     from bench.common import Settings, machine_description
 
-    given = {"n": args.n, "mem_n": args.mem_n, "seed": args.seed, "repeats": args.repeats}
+    given = {
+        "n": args.n,
+        "mem_n": args.mem_n,
+        "seed": args.seed,
+        "repeats": args.repeats,
+        "scale_n": args.scale_n,
+        "scale_epochs": args.scale_epochs,
+    }
     overrides = {k: v for k, v in given.items() if v is not None}
     settings = dataclasses.replace(Settings.from_env(), **overrides)
     print(f"# Benchmarks\n\nMachine: {machine_description()}\n", flush=True)

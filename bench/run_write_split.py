@@ -1,12 +1,16 @@
-"""Child-process entry of the peak-memory benchmark: ``write_split`` on the first N chips.
+"""Child-process entry of the serialize benchmark: ``write_split`` on the first N chips.
 
 ``python -m bench.run_write_split RAW_DIR OUT_DIR --n N`` runs nothing but the
-serializer, so the sampled process tree holds it and its pool workers alone.
+serializer, so the sampled process tree holds it and its pool workers alone, and
+TensorFlow is not loaded, as in the serialize stage. Prints one JSON line with
+``write_split``'s own wall time.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import time
 from pathlib import Path
 
 
@@ -25,6 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     from bench.common import all_rows
 
     rows = all_rows(args.raw_dir).iloc[: args.n].reset_index(drop=True)
+    start = time.perf_counter()
     manifest = write_split(
         rows,
         args.raw_dir,
@@ -35,8 +40,12 @@ def main(argv: list[str] | None = None) -> None:
         workers=0,
         jpeg_quality=args.quality,
     )
+    seconds = time.perf_counter() - start
     if manifest.examples != args.n:
         raise SystemExit(f"wrote {manifest.examples} of {args.n} examples; skipped: {manifest.skipped}")
+    # One JSON line for bench.serialize's throughput runs: write_split's own wall time.
+    shards = {"shards": len(manifest.shards), "bytes": sum(s.bytes for s in manifest.shards)}
+    print(json.dumps({"seconds": seconds, "examples": manifest.examples, **shards}))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Both write the same synthetic chips at the same image size, in the same run, from a
 warm page cache. The article's method is reimplemented here as it was published:
 one process, Keras' ``load_img``/``img_to_array``, pixels stored as raw float32
-bytes. Ours re-encodes JPEGs in a process pool into sharded TFRecords.
+bytes. Ours re-encodes JPEGs in a process pool into sharded TFRecords, timed inside a
+child process without TensorFlow (``bench.run_write_split``), as the serialize stage runs.
 
 Peak memory of ours is measured in child processes (``bench.run_write_split``) at
 two dataset sizes: it should stay flat, since records are streamed to disk.
@@ -13,14 +14,15 @@ Run alone with ``python -m bench.serialize``; ``python -m bench`` runs it with t
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -37,9 +39,6 @@ from bench.common import (
     timer,
     warm_file_cache,
 )
-
-if TYPE_CHECKING:
-    from amazonia.data.records.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -90,22 +89,6 @@ def article_serialize(rows: pd.DataFrame, raw_dir: Path, out_file: Path, size: i
     return written
 
 
-def our_serialize(rows: pd.DataFrame, raw_dir: Path, out_dir: Path, size: int) -> Manifest:
-    """The pipeline's writer with the serialize stage's settings, all cores; returns its Manifest."""
-    from amazonia.data.records.writer import write_split
-
-    return write_split(
-        rows,
-        raw_dir,
-        out_dir,
-        split="train",
-        image_size=size,
-        shard_mb=SHARD_MB,
-        workers=0,
-        jpeg_quality=JPEG_QUALITY,
-    )
-
-
 # --- measurements ---------------------------------------------------------------------------
 
 
@@ -129,19 +112,22 @@ def measure_article(chips: ChipSet, rows: pd.DataFrame, size: int) -> dict:
 
 
 def measure_ours(chips: ChipSet, rows: pd.DataFrame, size: int) -> dict:
-    """One timed run of ``write_split`` (wall time, pool start-up included): seconds and shard bytes."""
+    """One timed run of ``write_split`` (wall time, pool start-up included): seconds and shard bytes.
+
+    In a child process without TensorFlow, as the serialize stage runs it: with TensorFlow
+    loaded the writer must spawn its workers instead of forking them (about 1 s more).
+    """
     out_dir = SCRATCH / "ours"
     _settle_disk()
-    with timer() as took:
-        manifest = our_serialize(rows, chips.root, out_dir, size)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TQDM_DISABLE": "1"}
+    cmd = [
+        sys.executable, "-m", "bench.run_write_split", str(chips.root), str(out_dir),
+        "--n", str(len(rows)), "--size", str(size), "--shard-mb", str(SHARD_MB),
+        "--quality", str(JPEG_QUALITY),
+    ]  # fmt: skip
+    result = subprocess.run(cmd, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
     shutil.rmtree(out_dir)
-    if manifest.examples != len(rows) or manifest.skipped:
-        raise RuntimeError(f"write_split wrote {manifest.examples} of {len(rows)}: {manifest.skipped}")
-    return {
-        "seconds": took.seconds,
-        "bytes": sum(s.bytes for s in manifest.shards),
-        "shards": len(manifest.shards),
-    }
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def _summary(method: str, images: int, runs: list[dict]) -> dict:

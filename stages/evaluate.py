@@ -1,11 +1,10 @@
 """Stage evaluate: the Kaggle F2 and friends on the test split, against a trivial baseline.
 
-Ground thresholds are tuned on val and saved to models/thresholds.json for export
-and serving; metrics/eval.json, three plot tables and the error gallery go to
+The model runs in float32, as exported and served, whatever train.precision it was
+trained at. Ground thresholds are tuned on val and saved to models/thresholds.json for
+export and serving; metrics/eval.json, three plot tables and the error gallery go to
 metrics/eval/ (DVC plots: `dvc plots show`, `dvc plots diff <rev>`).
 """
-
-import keras
 
 from amazonia.common.files import write_bytes_atomic, write_json_atomic, write_text_atomic
 from amazonia.common.params import load_params
@@ -19,11 +18,12 @@ from amazonia.common.paths import (
 )
 from amazonia.common.stage import run_stage
 from amazonia.model.evaluation import evaluate_model
+from amazonia.model.network import load_for_inference
 
 
 def main() -> None:
     params = load_params()
-    model = keras.saving.load_model(MODEL_KERAS)
+    model = load_for_inference(MODEL_KERAS)  # float32, whatever train.precision was
     evaluation = evaluate_model(model, RECORDS_DIR, image_size=params.serialize.image_size)
     write_json_atomic(THRESHOLDS_JSON, evaluation.thresholds)
     write_json_atomic(EVAL_JSON, evaluation.metrics)

@@ -1,6 +1,8 @@
 """Stage serialize (one per split): labels.csv rows -> sharded TFRecords + manifest.
 
 Usage: python stages/serialize.py <split>
+
+``serialize.runner`` picks the local process pool or Apache Beam; both write the same bytes.
 """
 
 import sys
@@ -18,17 +20,36 @@ def main() -> None:
         raise AmazoniaError(f"usage: serialize.py {{{'|'.join(SPLITS)}}}")
     split = sys.argv[1]
     params = load_params()
-    write_split(
-        read_split_rows(LABELS_CSV, split),
-        RAW_DIR,
-        RECORDS_DIR / split,
+    rows = read_split_rows(LABELS_CSV, split)
+    shape = dict(
         split=split,
         image_size=params.serialize.image_size,
         shard_mb=params.serialize.shard_mb,
         on_bad_image=params.serialize.on_bad_image,
         jpeg_quality=params.serialize.jpeg_quality,
-        workers=params.runtime.workers,
     )
+    if params.serialize.runner == "beam":
+        beam_writer = _import_beam_writer()
+        beam_writer.write_split_beam(
+            rows, RAW_DIR, RECORDS_DIR / split, beam_options=params.serialize.beam_options, **shape
+        )
+    else:
+        write_split(rows, RAW_DIR, RECORDS_DIR / split, workers=params.runtime.workers, **shape)
+
+
+def _import_beam_writer():
+    """The Beam runner, imported only when chosen (Beam takes seconds to import)."""
+    try:
+        from amazonia.data.records import beam_writer
+    except ModuleNotFoundError as err:
+        if err.name is None or err.name.split(".")[0] != "apache_beam":
+            raise
+        raise AmazoniaError(
+            "serialize.runner: beam needs Apache Beam, which is not installed: "
+            "pip install -c requirements.lock -e '.[beam]' (make install does), "
+            "or set serialize.runner: local"
+        ) from None
+    return beam_writer
 
 
 if __name__ == "__main__":

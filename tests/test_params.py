@@ -39,6 +39,11 @@ def test_the_projects_params_are_valid():
         ({"split": {"val": 0.0}}, r"split: split.val is 0, which leaves the val split empty"),
         ({"split": {"test": 0.0}}, r"split: split.test is 0, which leaves the test split empty"),
         ({"datum": {}}, r"datum: unknown key"),
+        ({"serialize": {"runner": "spark"}}, r"serialize.runner: Input should be 'local' or 'beam'"),
+        (
+            {"serialize": {"beam_options": ["--runner", "DataflowRunner"]}},
+            r"serialize.beam_options: 'DataflowRunner' is not a pipeline flag; write each as one list item",
+        ),
     ],
 )
 def test_bad_params_name_the_key(tmp_path, params, message):

@@ -63,6 +63,20 @@ class SerializeParams(_Section):
     shard_mb: float = Field(16, gt=0)
     on_bad_image: Literal["skip", "error"] = "skip"
     jpeg_quality: int = Field(90, ge=1, le=100)
+    # How the shards are written, never what they hold (the same bytes either way): the
+    # serialize stages do not declare these two, so changing them reruns nothing.
+    runner: Literal["local", "beam"] = "local"
+    beam_options: list[str] = Field(default_factory=list)  # passed to Beam verbatim
+
+    @model_validator(mode="after")
+    def _beam_options_are_flags(self) -> SerializeParams:
+        for option in self.beam_options:
+            if not option.startswith("--"):
+                raise ValueError(
+                    f"serialize.beam_options: {option!r} is not a pipeline flag; write each as one "
+                    "list item '--name=value', e.g. '--runner=DataflowRunner'"
+                )
+        return self
 
 
 class TrainParams(_Section):
@@ -73,6 +87,8 @@ class TrainParams(_Section):
     filters: int = Field(32, gt=0)
     dense_units: int = Field(128, gt=0)
     dropout: float = Field(0.2, ge=0, lt=1)
+    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = "mixed_bfloat16"  # Keras dtype policy
+    strategy: Literal["none", "mirrored", "multi_worker"] = "none"  # tf.distribute
 
 
 class RuntimeParams(_Section):

@@ -37,6 +37,7 @@ from amazonia.export.contract import (
     check_label_map,
     check_thresholds,
 )
+from amazonia.model import network
 from amazonia.model.input_pipeline import to_model_input
 from amazonia.model.names import INPUT_NAME
 
@@ -143,11 +144,12 @@ def decode_rgb(data: tf.Tensor) -> tf.Tensor:
 
 
 def load_trained_model(path: Path | str) -> keras.Model:
-    """Load a ``.keras`` model for inference (no optimizer or compiled metrics needed)."""
+    """Load a ``.keras`` model for inference (no optimizer or compiled metrics needed), in
+    float32 whatever ``train.precision`` it was trained at (``network.for_inference``)."""
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"{path}: not found; run 'dvc repro train' first")
-    return keras.saving.load_model(path, compile=False)
+    return network.load_for_inference(path)
 
 
 def read_thresholds(path: Path | str) -> dict:

@@ -62,6 +62,7 @@ def load_split(
     cache_limit_mb: int = 4096,
     verify: bool = True,
     with_names: bool = False,
+    full_batches: bool = False,
 ) -> tuple[tf.data.Dataset, Manifest]:
     """Batches of ``(float32 images in [0, 1], labels by output name)`` from a split folder;
     with ``with_names``, a third element: the chips' image names (bytes), e.g. to caption them.
@@ -72,6 +73,7 @@ def load_split(
 
     The manifest is checked first (shards present, sizes, counts, image size), so a
     missing or half-written shard stops here with a message instead of mid-epoch.
+    ``full_batches`` drops a short last batch (see :func:`batches_per_epoch`).
     """
     examples, manifest = _examples(
         split_dir,
@@ -84,10 +86,12 @@ def load_split(
     )
     if shuffle:
         examples = examples.shuffle(_shuffle_buffer(manifest), seed=seed, reshuffle_each_iteration=True)
-    dataset = examples.batch(batch_size)
+    dataset = examples.batch(batch_size, drop_remainder=full_batches)
     # Interleave hides the size; Keras wants it to show progress and end epochs cleanly.
     dataset = dataset.apply(
-        tf.data.experimental.assert_cardinality(batches_per_epoch(manifest.examples, batch_size))
+        tf.data.experimental.assert_cardinality(
+            batches_per_epoch(manifest.examples, batch_size, full_batches)
+        )
     )
     dataset = dataset.map(lambda x, *rest: (to_model_input(x), *rest), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE), manifest
@@ -103,6 +107,7 @@ def load_epochs(
     cache: bool = True,
     cache_limit_mb: int = 4096,
     verify: bool = True,
+    full_batches: bool = False,
 ) -> tuple[tf.data.Dataset, Manifest]:
     """Shuffled training batches for ``len(epoch_seeds)`` epochs, one epoch after the other.
 
@@ -114,16 +119,18 @@ def load_epochs(
     ``cache`` changes the speed, never the batches.
 
     The epochs come as one dataset, which Keras must not restart each epoch: pass
-    ``steps_per_epoch=batches_per_epoch(manifest.examples, batch_size)`` to ``fit``.
+    ``steps_per_epoch=batches_per_epoch(manifest.examples, batch_size, full_batches)`` to ``fit``.
     Its size is left unknown on purpose: a known size makes Keras open a new iterator
     after the last epoch, which would start shuffling an epoch nobody reads.
     """
     examples, manifest = _examples(split_dir, image_size, cache, cache_limit_mb, verify, file_seed=file_seed)
+    batches_per_epoch(manifest.examples, batch_size, full_batches)  # raises when nothing is left
     buffer = _shuffle_buffer(manifest)
 
     def one_epoch(seed: tf.Tensor) -> tf.data.Dataset:
         # Batched inside the epoch: a short last batch never mixes two epochs.
-        return examples.shuffle(buffer, seed=seed, reshuffle_each_iteration=False).batch(batch_size)
+        shuffled = examples.shuffle(buffer, seed=seed, reshuffle_each_iteration=False)
+        return shuffled.batch(batch_size, drop_remainder=full_batches)
 
     seeds = tf.data.Dataset.from_tensor_slices(tf.constant(list(epoch_seeds), dtype=tf.int64))
     # ``examples`` is captured, not rebuilt, per epoch: its in-memory cache fills once.
@@ -132,9 +139,19 @@ def load_epochs(
     return dataset.prefetch(tf.data.AUTOTUNE), manifest
 
 
-def batches_per_epoch(examples: int, batch_size: int) -> int:
-    """Batches in one pass over ``examples`` examples, the last one possibly short."""
-    return -(-examples // batch_size)
+def batches_per_epoch(examples: int, batch_size: int, full_batches: bool = False) -> int:
+    """Batches in one pass over ``examples`` examples: the last one possibly short, or with
+    ``full_batches`` dropped (what a tf.distribute strategy needs, see
+    :mod:`amazonia.model.distribute`).
+
+    Raises:
+        ValueError: ``full_batches`` and fewer examples than one batch.
+    """
+    if not full_batches:
+        return -(-examples // batch_size)
+    if examples < batch_size:
+        raise ValueError(f"{examples} examples do not fill one batch of {batch_size}")
+    return examples // batch_size
 
 
 def _shuffle_buffer(manifest: Manifest) -> int:

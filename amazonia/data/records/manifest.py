@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from amazonia.common.errors import AmazoniaError
-from amazonia.common.files import write_json_atomic
+from amazonia.common.files import write_text_atomic
+from amazonia.data.labels import vectors_to_tags
 from amazonia.data.records.naming import MANIFEST_FILE, is_shard_filename, shard_prefix
 from amazonia.data.records.schema import FEATURE_DESCRIPTIONS, SCHEMA_VERSION
+from amazonia.data.vocabulary import LABELS_GROUND, LABELS_WEATHER
 
 
 class RecordsError(AmazoniaError):
@@ -41,13 +46,51 @@ class Manifest:
     schema_version: int = SCHEMA_VERSION
     format: dict = field(default_factory=lambda: {"features": dict(FEATURE_DESCRIPTIONS)})
 
+    def to_json(self) -> str:
+        """The text of ``manifest.json``: indented JSON, keys in field order."""
+        return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
+
     def write(self, directory: Path | str) -> None:
-        data = asdict(self)
-        write_json_atomic(Path(directory) / MANIFEST_FILE, data)
+        write_text_atomic(Path(directory) / MANIFEST_FILE, self.to_json())
 
     @property
     def files(self) -> list[str]:
         return [s.file for s in self.shards]
+
+
+class ChipOutcome(NamedTuple):
+    """What the manifest records of one chip: its labels, or why it was skipped."""
+
+    name: str
+    weather: tuple[int, ...]
+    ground: tuple[int, ...]
+    error: str | None  # the skip reason; None when the chip is in a shard
+    converted_from: str | None  # e.g. "PNG/RGBA" when not an RGB JPEG
+
+
+def build_manifest(
+    split: str, image_size: int, shards: list[ShardInfo], outcomes: Iterable[ChipOutcome]
+) -> Manifest:
+    """The manifest of a split from its shards and every chip's outcome in ``labels.csv``
+    order: the one place both writers (local, Beam) count labels and list skips."""
+    counts: Counter[str] = Counter()
+    skipped, converted = [], []
+    for outcome in outcomes:
+        if outcome.error is not None:
+            skipped.append({"image_name": outcome.name, "reason": outcome.error})
+            continue
+        if outcome.converted_from:
+            converted.append({"image_name": outcome.name, "from": outcome.converted_from})
+        counts.update(vectors_to_tags(outcome.weather, outcome.ground))
+    return Manifest(
+        split=split,
+        image_size=image_size,
+        examples=sum(s.examples for s in shards),
+        shards=shards,
+        label_counts={t: counts[t] for t in LABELS_WEATHER + LABELS_GROUND},
+        skipped=skipped,
+        converted=converted,
+    )
 
 
 def sha256_file(path: Path | str) -> str:

@@ -1,0 +1,228 @@
+"""Kaggle scale: the whole default pipeline on ``data.n_images: 40479`` in a temporary copy.
+
+The project's tracked files are copied into a fresh git + DVC repository under the system's
+temporary folder (removed afterwards), ``data.n_images`` is set (and ``train.epochs`` when
+asked), and every stage is reproduced on its own (``dvc repro --single-item``), timed with
+the peak RSS of its whole process tree (DVC, the stage, its workers). Then the no-op
+``dvc repro`` and ``dvc status`` are timed, and the model's training speed is measured on
+the same shards at each ``train.precision`` (``bench.train_speed``, a process each).
+
+Goals on 2 cores: the whole pipeline in 15 minutes or less, a no-op ``dvc repro`` under 5 s.
+
+``make bench-scale``, or ``python -m bench scale --scale-n 400 --scale-epochs 1`` to try it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from bench.common import (
+    Settings,
+    cpu_busy_percent,
+    machine_description,
+    markdown_table,
+    run_measured,
+    save_results,
+    timer,
+)
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+STAGES = (
+    "ingest",
+    "encode_labels",
+    "serialize@train",
+    "serialize@val",
+    "serialize@test",
+    "train",
+    "evaluate",
+    "export",
+    "smoke_check",
+)
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+GOAL_TOTAL_S = 15 * 60
+GOAL_NOOP_REPRO_S = 5.0
+NOOP_REPEATS = 3
+SPEED_STEPS, SPEED_WARMUP = 120, 20  # timed batches per precision, after untimed ones
+
+
+def tool_env() -> dict[str, str]:
+    """Stages run ``python``: this virtualenv's, quiet TF and DVC, no progress bars."""
+    env = dict(os.environ)
+    env.update(
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        DVC_NO_ANALYTICS="1",
+        TF_CPP_MIN_LOG_LEVEL="2",
+        TQDM_DISABLE="1",
+        GIT_AUTHOR_NAME="bench",
+        GIT_AUTHOR_EMAIL="bench@example.com",
+        GIT_COMMITTER_NAME="bench",
+        GIT_COMMITTER_EMAIL="bench@example.com",
+    )
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def copy_project(dest: Path) -> Path:
+    """This checkout's tracked (and untracked, not ignored) files as a new git repository at
+    ``dest``, without ``dvc.lock``, so that every stage runs."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for rel in filter(None, listed.split("\0")):
+        src = PROJECT_ROOT / rel
+        if src.is_file() and rel != "dvc.lock":
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    env = tool_env()
+    for args in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
+        subprocess.run(args, cwd=dest, env=env, check=True, capture_output=True)
+    return dest
+
+
+def set_params(repo: Path, updates: dict) -> dict:
+    """Merge ``updates`` (nested) into ``repo``'s params.yaml; returns the params."""
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for section, values in updates.items():
+        params.setdefault(section, {}).update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return params
+
+
+def time_command(args: list[str], repo: Path, repeats: int) -> float:
+    """Median wall seconds of ``args`` in ``repo`` (it must succeed)."""
+    runs = []
+    for _ in range(repeats):
+        with timer() as took:
+            subprocess.run(args, cwd=repo, env=tool_env(), check=True, capture_output=True)
+        runs.append(took.seconds)
+    return statistics.median(runs)
+
+
+def training_speed(split_dir: Path, precision: str, batch_size: int) -> dict:
+    """Images/s of the model at ``precision`` on ``split_dir`` (``bench.train_speed``)."""
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "bench.train_speed", str(split_dir), "--precision", precision,
+            "--batch-size", str(batch_size), "--steps", str(SPEED_STEPS), "--warmup", str(SPEED_WARMUP),
+        ],
+        cwd=PROJECT_ROOT, env=tool_env(), capture_output=True, text=True,
+    )  # fmt: skip
+    if result.returncode != 0:
+        log.warning("%s training failed:\n%s", precision, result.stderr[-2000:])
+        return {"precision": precision, "error": result.stderr.strip().splitlines()[-1:]}
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def measure(repo: Path, settings: Settings) -> dict:
+    """Run the pipeline in ``repo`` stage by stage, then the no-op and speed measurements."""
+    updates: dict = {"data": {"n_images": settings.scale_n}}
+    if settings.scale_epochs:
+        updates["train"] = {"epochs": settings.scale_epochs}
+    params = set_params(repo, updates)
+    busy = cpu_busy_percent()
+    stages = []
+    for stage in STAGES:
+        run = run_measured([str(BIN / "dvc"), "repro", "--single-item", stage], env=tool_env(), cwd=repo)
+        log.info("%s: %.1f s, peak %.0f MiB", stage, run.wall_s, run.peak_rss_mib)
+        stages.append({"stage": stage, "wall_s": run.wall_s, "peak_rss_mib": run.peak_rss_mib})
+    total = sum(s["wall_s"] for s in stages)
+    noop_repro = time_command([str(BIN / "dvc"), "repro"], repo, NOOP_REPEATS)
+    status = time_command([str(BIN / "dvc"), "status"], repo, NOOP_REPEATS)
+    manifest = json.loads((repo / "data/tfrecords/train/manifest.json").read_text())
+    train = next(s for s in stages if s["stage"] == "train")
+    epochs = params["train"]["epochs"]
+    batch_size = params["train"]["batch_size"]
+    speeds = [training_speed(repo / "data/tfrecords/train", p, batch_size) for p in PRECISIONS]
+    return {
+        "n_images": settings.scale_n,
+        "epochs": epochs,
+        "precision": params["train"].get("precision", "float32"),
+        "train_examples": manifest["examples"],
+        "cpu_busy_percent_before": busy,
+        "stages": stages,
+        "total_s": total,
+        "noop_repro_s": noop_repro,
+        "status_s": status,
+        "train_stage_images_per_s": manifest["examples"] * epochs / train["wall_s"],
+        "training_speed": speeds,
+        "goal_total_met": total <= GOAL_TOTAL_S,
+        "goal_noop_met": noop_repro < GOAL_NOOP_REPRO_S,
+    }
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "not met"
+
+
+def format_report(r: dict) -> str:
+    """The markdown tables and goal lines of one run."""
+    stages = markdown_table(
+        ["stage", "wall s", "peak RSS, process tree (MiB)"],
+        [[s["stage"], f"{s['wall_s']:.1f}", f"{s['peak_rss_mib']:,.0f}"] for s in r["stages"]]
+        + [["**whole pipeline**", f"**{r['total_s']:.1f}**", ""]],
+    )
+    speeds = markdown_table(
+        ["train.precision", "training images/s"],
+        [
+            [s["precision"], f"{s['images_per_s']:,.0f}" if "images_per_s" in s else f"failed: {s['error']}"]
+            for s in r["training_speed"]
+        ],
+    )
+    minutes = r["total_s"] / 60
+    return "\n".join(
+        [
+            f"## Kaggle scale: {r['n_images']:,} chips, {r['epochs']} epochs, {r['precision']}",
+            "",
+            f"Each stage by `dvc repro --single-item` (DVC's start-up included); CPU busy with other "
+            f"work just before: {r['cpu_busy_percent_before']:.0f}%.",
+            "",
+            stages,
+            "",
+            f"- no-op `dvc repro`: {r['noop_repro_s']:.2f} s; `dvc status`: {r['status_s']:.2f} s "
+            f"(median of {NOOP_REPEATS})",
+            f"- train stage: {r['train_stage_images_per_s']:,.0f} images/s over {r['train_examples']:,} "
+            "examples × epochs (start-up and validation included)",
+            "",
+            f"Training alone, {SPEED_STEPS} batches after {SPEED_WARMUP} untimed, on the same shards:",
+            "",
+            speeds,
+            "",
+            f"- goal whole pipeline ≤ {GOAL_TOTAL_S // 60} min: {_met(r['goal_total_met'])} "
+            f"({minutes:.1f} min)",
+            f"- goal no-op `dvc repro` < {GOAL_NOOP_REPRO_S:g} s: {_met(r['goal_noop_met'])} "
+            f"({r['noop_repro_s']:.2f} s)",
+        ]
+    )
+
+
+def run(settings: Settings) -> str:
+    """Measure in a temporary copy (removed after), save ``bench/.work/scale.json``, return the report."""
+    with tempfile.TemporaryDirectory(prefix="amazonia-scale-") as tmp:
+        repo = copy_project(Path(tmp) / "repo")
+        log.info("pipeline copy in %s: %d chips", repo, settings.scale_n)
+        results = measure(repo, settings)
+    save_results("scale", settings, results)
+    return format_report(results)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    print(f"Machine: {machine_description()}\n")
+    print(run(Settings.from_env()))

@@ -1,0 +1,67 @@
+"""Child-process entry of the scale benchmark: training images/s of the model at one precision.
+
+``python -m bench.train_speed SPLIT_DIR --precision mixed_bfloat16`` trains the default
+model on a serialized split for ``--steps`` batches and prints one JSON line: images/s over
+the batches after ``--warmup`` (tracing and the first decode are not timed). A process of
+its own per precision: Keras's dtype policy is global.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("split_dir", type=Path, help="a serialized split, e.g. data/tfrecords/train")
+    parser.add_argument("--precision", default="float32")
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=120, help="timed batches after the warm-up")
+    parser.add_argument("--warmup", type=int, default=20)
+    args = parser.parse_args(argv)
+
+    import keras
+
+    from amazonia.model.distribute import set_precision
+    from amazonia.model.input_pipeline import batches_per_epoch, load_epochs
+    from amazonia.model.network import build_model, compile_model
+
+    set_precision(args.precision)
+    keras.utils.set_random_seed(42)  # not 0: tf.data.shuffle with a tensor seed fails under global seed 0
+    total = args.warmup + args.steps
+    data, manifest = load_epochs(
+        args.split_dir, args.image_size, batch_size=args.batch_size, epoch_seeds=[0], file_seed=0
+    )
+    per_epoch = batches_per_epoch(manifest.examples, args.batch_size)
+    epochs = -(-total // per_epoch)
+    data, _ = load_epochs(
+        args.split_dir, args.image_size, batch_size=args.batch_size, epoch_seeds=range(epochs), file_seed=0
+    )
+    model = compile_model(build_model(args.image_size), 0.001)
+    stamps: list[float] = []
+
+    class Clock(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            stamps.append(time.perf_counter())
+
+    model.fit(data, steps_per_epoch=total, epochs=1, callbacks=[Clock()], verbose=0)
+    timed = stamps[args.warmup :]
+    seconds = timed[-1] - stamps[args.warmup - 1]
+    print(
+        json.dumps(
+            {
+                "precision": args.precision,
+                "batches": len(timed),
+                "seconds": seconds,
+                "images_per_s": len(timed) * args.batch_size / seconds,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

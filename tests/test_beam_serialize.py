@@ -1,0 +1,97 @@
+"""serialize.runner: beam writes the local writer's bytes, shards and manifest alike, on Beam's
+DirectRunner in this process and with two worker processes (chips read and shards written
+through Beam's filesystems, staged under --temp_location and copied down)."""
+
+import io
+import shutil
+
+import pytest
+
+pytest.importorskip("apache_beam", reason="the 'beam' extra is not installed (make install installs it)")
+
+from PIL import Image  # noqa: E402
+
+from amazonia.data.kaggle import image_path  # noqa: E402
+from amazonia.data.labels import encode_tags, read_tags_csv  # noqa: E402
+from amazonia.data.records.beam_writer import write_split_beam  # noqa: E402
+from amazonia.data.records.images import BadImageError  # noqa: E402
+from amazonia.data.records.writer import write_split  # noqa: E402
+from amazonia.data.synthetic.generate import generate_dataset  # noqa: E402
+from tests.conftest import file_digests  # noqa: E402
+
+N_CHIPS = 90
+SHAPE = dict(split="train", image_size=32, shard_mb=0.02, jpeg_quality=90)  # several shards
+IN_PROCESS = ["--direct_running_mode=in_memory"]
+TWO_PROCESSES = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+    """Default chips, plus a converted one (PNG/RGBA), a truncated and a garbage one (skipped)."""
+    root = tmp_path_factory.mktemp("raw")
+    generate_dataset(root, N_CHIPS, seed=5, workers=1)
+    buffer = io.BytesIO()
+    Image.open(image_path(root, "train_1")).convert("RGBA").save(buffer, format="PNG")
+    image_path(root, "train_1").write_bytes(buffer.getvalue())
+    data = image_path(root, "train_2").read_bytes()
+    image_path(root, "train_2").write_bytes(data[: len(data) // 3])
+    image_path(root, "train_3").write_bytes(b"\x00" * 100)
+    return root
+
+
+@pytest.fixture(scope="module")
+def rows(raw):
+    return encode_tags(read_tags_csv(raw / "train_v2.csv"), val=0.2, test=0.2).table
+
+
+@pytest.fixture(scope="module")
+def local(raw, rows, tmp_path_factory):
+    out = tmp_path_factory.mktemp("local") / "train"
+    manifest = write_split(rows, raw, out, workers=2, **SHAPE)
+    assert len(manifest.shards) > 2 and len(manifest.skipped) == 2 and manifest.converted
+    return file_digests(out)
+
+
+def test_beam_in_process_writes_the_local_bytes(raw, rows, local, tmp_path):
+    write_split_beam(rows, raw, tmp_path / "train", beam_options=IN_PROCESS, **SHAPE)
+    assert file_digests(tmp_path / "train") == local
+
+
+def test_beam_with_two_worker_processes_and_staging_writes_the_local_bytes(raw, rows, local, tmp_path):
+    staging = tmp_path / "bucket"
+    staging.mkdir()
+    options = [*TWO_PROCESSES, f"--temp_location={staging}"]
+    write_split_beam(rows, raw, tmp_path / "train", beam_options=options, **SHAPE)
+    assert file_digests(tmp_path / "train") == local
+    assert list(staging.iterdir()) == [], "the staged copy is removed once copied down"
+
+
+def test_on_bad_image_error_names_the_same_chip_and_touches_nothing(raw, rows, tmp_path):
+    messages = []
+    for name, write, extra in (
+        ("local", write_split, {"workers": 1}),
+        ("beam", write_split_beam, {"beam_options": IN_PROCESS}),
+    ):
+        out = tmp_path / name / "train"
+        with pytest.raises(BadImageError) as caught:
+            write(rows, raw, out, **{**SHAPE, "on_bad_image": "error"}, **extra)
+        assert not out.parent.exists() or list(out.parent.iterdir()) == []
+        messages.append(str(caught.value).replace(str(raw.resolve()), str(raw)))
+    assert messages[0] == messages[1]
+    assert "train_2" in messages[0] and "serialize.on_bad_image: skip" in messages[0]
+
+
+def test_beam_reads_chips_it_cannot_open_as_skipped_like_local(raw, rows, tmp_path):
+    root = tmp_path / "raw"
+    shutil.copytree(raw, root)
+    image_path(root, "train_4").unlink()
+    digests = []
+    for name, write, extra in (
+        ("local", write_split, {"workers": 1}),
+        ("beam", write_split_beam, {"beam_options": IN_PROCESS}),
+    ):
+        manifest = write(rows, root, tmp_path / name, **SHAPE, **extra)
+        missing = {"image_name": "train_4", "reason": "cannot read: No such file or directory"}
+        assert missing in manifest.skipped
+        digests.append(file_digests(tmp_path / name))
+    assert digests[0] == digests[1]

@@ -1,0 +1,99 @@
+"""train.precision and train.strategy: mixed precision and tf.distribute on the tiny pipeline."""
+
+import json
+
+import pytest
+import yaml
+
+from amazonia.model.input_pipeline import batches_per_epoch
+from tests.conftest import BIN, ran_stages, run, set_params
+
+DVC = str(BIN / "dvc")
+
+
+def test_multi_worker_is_refused_naming_the_upstream_issue():
+    from amazonia.model.distribute import DistributeError, make_strategy
+
+    with pytest.raises(DistributeError, match=r"keras-team/keras/issues/20585.*train.strategy: mirrored"):
+        make_strategy("multi_worker")
+
+
+def test_several_replicas_get_full_batches_split_evenly():
+    from amazonia.model.distribute import DistributeError, check_batch_size, validation_batch_size
+
+    assert batches_per_epoch(65, 32) == 3
+    assert batches_per_epoch(65, 32, full_batches=True) == 2
+    with pytest.raises(ValueError, match="3 examples do not fill one batch of 32"):
+        batches_per_epoch(3, 32, full_batches=True)
+    check_batch_size(32, 2)
+    with pytest.raises(DistributeError, match="train.batch_size: 30 does not split evenly over 4 replicas"):
+        check_batch_size(30, 4)
+    assert validation_batch_size(32, 400, 2) == 32
+    assert validation_batch_size(32, 7, 2) == 6  # a small split still fills one batch
+    with pytest.raises(DistributeError, match="1 validation examples cannot feed 2 replicas"):
+        validation_batch_size(32, 1, 2)
+
+
+def test_inference_runs_in_float32_with_the_trained_weights():
+    import keras
+    import numpy as np
+
+    from amazonia.model.distribute import set_precision
+    from amazonia.model.network import build_model, for_inference
+
+    try:
+        set_precision("mixed_bfloat16")
+        mixed = build_model(16, filters=4, dense_units=8)
+    finally:
+        set_precision("float32")
+    inference = for_inference(mixed)
+    assert {layer.dtype_policy.name for layer in inference.layers} == {"float32"}
+    for ours, theirs in zip(inference.get_weights(), mixed.get_weights()):
+        np.testing.assert_array_equal(ours, theirs)
+    images = np.random.default_rng(0).random((4, 16, 16, 3), dtype=np.float32)
+    exact, rounded = inference(images, training=False), mixed(images, training=False)
+    for head in ("weather", "ground"):
+        np.testing.assert_allclose(exact[head], rounded[head], atol=0.05)  # bfloat16 rounding only
+    plain = build_model(16, filters=4, dense_units=8)
+    assert for_inference(plain) is plain
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
+@pytest.mark.slow
+def test_mirrored_trains_the_tiny_pipeline_on_two_logical_cpu_devices(pipeline_copy):
+    repo = pipeline_copy
+    set_params(repo, {"train": {"strategy": "mirrored"}})
+    result = run([DVC, "repro"], repo, env_extra={"AMAZONIA_CPU_REPLICAS": "2", "AMAZONIA_LOG_LEVEL": "INFO"})
+    assert {"train", "evaluate", "export", "smoke_check"} <= ran_stages(result.stdout)
+    assert "mirrored over 2 logical CPU devices" in result.stdout + result.stderr
+    assert json.loads((repo / "metrics/train/metrics.json").read_text())["step"] == 1
+    assert json.loads((repo / "metrics/smoke.json").read_text())["passed"] is True
+
+
+def layer_policies(repo):
+    code = (
+        "import keras, json; m = keras.saving.load_model('models/model.keras'); "
+        "print(json.dumps({l.name: l.dtype_policy.name for l in m.layers}))"
+    )
+    return json.loads(run([str(BIN / "python"), "-c", code], repo).stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_mixed_bfloat16_tiny_run_and_float32_pass_their_smoke_checks(tiny_pipeline, pipeline_copy):
+    """The tiny run trains in mixed_bfloat16 (the default) with float32 heads, and is
+    evaluated, exported and smoke-checked in float32; train.precision: float32 too."""
+    assert (
+        yaml.safe_load((tiny_pipeline / "params.yaml").read_text())["train"]["precision"] == "mixed_bfloat16"
+    )
+    policies = layer_policies(tiny_pipeline)
+    assert policies["weather"] == policies["ground"] == "float32"
+    assert any(name.startswith("conv2d") and p == "mixed_bfloat16" for name, p in policies.items())
+    assert json.loads((tiny_pipeline / "metrics/smoke.json").read_text())["passed"] is True
+
+    repo = pipeline_copy
+    set_params(repo, {"train": {"precision": "float32"}})
+    result = run([DVC, "repro"], repo)
+    assert {"train", "evaluate", "export", "smoke_check"} <= ran_stages(result.stdout)
+    assert set(layer_policies(repo).values()) == {"float32"}
+    smoke = json.loads((repo / "metrics/smoke.json").read_text())
+    assert smoke["passed"] is True and max(smoke["max_abs_diff"].values()) <= 1e-5
