@@ -162,6 +162,25 @@ def test_an_epochs_batches_do_not_depend_on_the_epochs_before_or_the_cache(tiny_
     assert all(same(a, b) for a, b in zip(from_start, epochs(0, 4, cache=False)))
 
 
+@pytest.mark.slow
+def test_train_seed_0_shuffles_like_any_other_seed(tiny_pipeline):
+    # TensorFlow special-cases a global seed of 0 by comparing the op seed with 0 in
+    # Python: a seed tensor there used to stop training with OperatorNotAllowedInGraphError.
+    import keras
+
+    from amazonia.model.input_pipeline import batches_per_epoch, load_epochs
+
+    keras.utils.set_random_seed(0)
+    try:
+        seeds = training.shuffle_seeds(0, range(2))
+        data, manifest = load_epochs(
+            tiny_pipeline / "data/tfrecords/train", 32, batch_size=16, epoch_seeds=seeds, file_seed=0
+        )
+        assert sum(1 for _ in data) == 2 * batches_per_epoch(manifest.examples, 16)
+    finally:
+        keras.utils.set_random_seed(42)
+
+
 # --- DVCLive's curves on resume -----------------------------------------------------------
 
 

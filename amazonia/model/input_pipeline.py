@@ -7,6 +7,7 @@ they fit, so from the second epoch on the JPEGs are not decoded again.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -127,14 +128,16 @@ def load_epochs(
     batches_per_epoch(manifest.examples, batch_size, full_batches)  # raises when nothing is left
     buffer = _shuffle_buffer(manifest)
 
-    def one_epoch(seed: tf.Tensor) -> tf.data.Dataset:
+    def one_epoch(seed: int) -> tf.data.Dataset:
         # Batched inside the epoch: a short last batch never mixes two epochs.
         shuffled = examples.shuffle(buffer, seed=seed, reshuffle_each_iteration=False)
         return shuffled.batch(batch_size, drop_remainder=full_batches)
 
-    seeds = tf.data.Dataset.from_tensor_slices(tf.constant(list(epoch_seeds), dtype=tf.int64))
-    # ``examples`` is captured, not rebuilt, per epoch: its in-memory cache fills once.
-    dataset = seeds.flat_map(one_epoch)
+    # Seeds as Python ints, epochs concatenated: a seed tensor (flat_map over the seeds)
+    # fails under train.seed 0, where TensorFlow compares the op seed with 0 in Python.
+    # Every epoch reads the same ``examples``, so its in-memory cache fills once.
+    epochs = [one_epoch(int(seed)) for seed in epoch_seeds] or [one_epoch(0).take(0)]
+    dataset = functools.reduce(tf.data.Dataset.concatenate, epochs[1:], epochs[0])
     dataset = dataset.map(lambda x, y: (to_model_input(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE), manifest
 
