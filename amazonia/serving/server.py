@@ -120,15 +120,15 @@ def _call(signature: Signature, tensors: Mapping[str, np.ndarray]) -> dict[str, 
 
 def _check_image_sizes(tensors: Mapping[str, np.ndarray]) -> None:
     """Refuse images that would decode to more pixels than the decode budget (decompression
-    bombs): a few KB of PNG can decode to gigabytes. Strings that are no image are left to
-    the model."""
+    bombs): a few KB of PNG can decode to gigabytes; and images TensorFlow's decoder would
+    crash the server on. Strings that are no image are left to the model."""
     for name, array in tensors.items():
         if array.dtype != object:
             continue
         for data in array.flat:
             try:
                 images.check_decode_budget(data)
-            except images.ImageTooLargeError as err:
+            except images.BadImageError as err:
                 raise bad_request(f"input '{name}': {err}") from None
 
 
@@ -359,12 +359,20 @@ class HeadTimeoutProtocol(H11Protocol):
     uvicorn times connections out only while idle between requests: a client that
     connects and sends nothing, or a header byte now and then, would hold its connection
     (and one of ``limit_concurrency``'s places) forever.
+
+    A request answered before its body arrived (a route that reads none: status,
+    metadata, an unknown path) must send the rest of its body within ``head_timeout_s``
+    of the answer, and the next request head within ``head_timeout_s`` after that:
+    uvicorn waits for such a body with no timeout (every byte of it cancels its
+    keep-alive timeout) and arms none once it is in.
     """
 
     def __init__(self, *args: Any, head_timeout_s: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.head_timeout_s = head_timeout_s
         self._head_timer: asyncio.TimerHandle | None = None
+        self._answered_body_timer: asyncio.TimerHandle | None = None
+        self._answered_cycle: object = None  # uvicorn's RequestResponseCycle answered before its body
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # type: ignore[arg-type]
@@ -374,12 +382,43 @@ class HeadTimeoutProtocol(H11Protocol):
         if self._head_timer is None and self.conn.their_state is h11.IDLE:
             self._start_head_timer()  # a next request begins on a kept-alive connection
         super().data_received(data)
+        if self._answered_body_timer is not None and not self._awaiting_answered_body():
+            self._stop_answered_body_timer()
+            if self.conn.their_state is h11.IDLE and self._head_timer is None:
+                self._start_head_timer()  # uvicorn began the next cycle without a keep-alive timeout
         if self.conn.their_state is not h11.IDLE:
             self._stop_head_timer()
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+            self._answered_cycle = self.cycle
+            self._answered_body_timer = self.loop.call_later(
+                self.head_timeout_s, self._answered_body_timed_out
+            )
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
+        self._stop_answered_body_timer()
         super().connection_lost(exc)
+
+    def _awaiting_answered_body(self) -> bool:
+        return self.cycle is self._answered_cycle and self.conn.their_state is h11.SEND_BODY
+
+    def _stop_answered_body_timer(self) -> None:
+        if self._answered_body_timer is not None:
+            self._answered_body_timer.cancel()
+            self._answered_body_timer = None
+        self._answered_cycle = None
+
+    def _answered_body_timed_out(self) -> None:
+        self._answered_body_timer = None
+        if self._awaiting_answered_body() and not self.transport.is_closing():
+            log.info(
+                "closed a connection: the body of an answered request did not arrive within %g s",
+                self.head_timeout_s,
+            )
+            self.transport.close()
 
     def _start_head_timer(self) -> None:
         self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)

@@ -27,6 +27,7 @@ _JXL_CONTAINER = b"\x00\x00\x00\x0cJXL \r\n\x87\n"
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _JPEG_FILL = re.compile(rb"\xff+")  # libjpeg skips to an 0xFF, then past any 0xFF fill bytes
 _JPEG_STANDALONE = frozenset([0x01, *range(0xD0, 0xD9)])  # TEM, RSTn, SOI: no length field
+_WEBP_ANIMATION, _WEBP_ALPHA = 0x02, 0x10  # VP8X flags, as libwebp's WebPGetFeatures reads them
 # xsize = ysize * num / den for the JPEG XL SizeHeader's ratio codes 1..7.
 _JXL_RATIOS = ((1, 1), (12, 10), (4, 3), (3, 2), (16, 9), (5, 4), (2, 1))
 
@@ -48,6 +49,9 @@ class ImageHeader:
     height: int
     gif_frames: tuple[GifFrame, ...] = ()  # a GIF's every frame, in file order
     gif_screen: tuple[int, int] = (0, 0)  # a GIF's logical screen (what PIL allocates)
+    # An extended WebP flagged animated but not alpha: TensorFlow's decode_image(channels=0)
+    # corrupts its heap on it (the process aborts); PIL reads it.
+    webp_animated_without_alpha: bool = False
 
     @property
     def frames(self) -> int:
@@ -165,9 +169,11 @@ def _webp(data: bytes) -> ImageHeader | None:
     # What WebPGetFeatures reports: the canvas of an extended (VP8X) file, animated or
     # not, else the size in the VP8 or VP8L bitstream header.
     chunk = data[12:16]
+    animated_without_alpha = False
     if chunk == b"VP8X":
         width = 1 + int.from_bytes(data[24:27], "little")
         height = 1 + int.from_bytes(data[27:30], "little")
+        animated_without_alpha = data[20] & (_WEBP_ANIMATION | _WEBP_ALPHA) == _WEBP_ANIMATION
     elif chunk == b"VP8 ":
         if data[23:26] != b"\x9d\x01\x2a":
             return None
@@ -179,7 +185,7 @@ def _webp(data: bytes) -> ImageHeader | None:
         width, height = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
     else:
         return None
-    return ImageHeader(WEBP, width, height)
+    return ImageHeader(WEBP, width, height, webp_animated_without_alpha=animated_without_alpha)
 
 
 def _gif(data: bytes, max_frames: int | None) -> ImageHeader | None:

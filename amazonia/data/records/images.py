@@ -59,7 +59,8 @@ def check_decode_budget(data: bytes) -> None:
     (TensorFlow decodes them all, then keeps the first) or its canvas if larger; for
     other formats the one image they decode (an animated WebP or APNG: its first frame).
     Files TensorFlow does not decode, and headers too broken to read, are left to
-    the decoder, which refuses them.
+    the decoder, which refuses them. Raises :class:`BadImageError` for a file that
+    TensorFlow's decoder would crash on (an animated WebP without alpha).
     """
     _checked_header(data)
 
@@ -114,16 +115,6 @@ def describe_decode_error(err: Exception) -> str:
     return _OBJECT_REPR.sub("<data>", str(err)) or type(err).__name__
 
 
-def prepare_chip_job(job: tuple[str, int, int]) -> tuple[PreparedChip | None, str | None]:
-    """:func:`prepare_chip` for a process pool: ``(path, size, quality)`` in,
-    ``(chip, None)`` or ``(None, reason)`` out, never an exception."""
-    path, size, quality = job
-    try:
-        return prepare_chip(path, size, quality), None
-    except BadImageError as err:
-        return None, str(err)
-
-
 def _checked_header(data: bytes) -> ImageHeader | None:
     try:
         header = image_headers.read_header(data, MAX_GIF_FRAMES)
@@ -134,6 +125,11 @@ def _checked_header(data: bytes) -> ImageHeader | None:
         ) from None
     if header is None:
         return None
+    if header.webp_animated_without_alpha:
+        raise BadImageError(
+            "an animated WebP without alpha: TensorFlow's decoder crashes on it (it aborts the server); "
+            "send its first frame as PNG, or save the animation with an alpha channel"
+        )
     if header.frames > MAX_GIF_FRAMES:
         raise ImageTooLargeError(
             f"a GIF of more than {MAX_GIF_FRAMES:,} frames, the most decoded per image (TensorFlow "
