@@ -115,12 +115,13 @@ def time_command(args: list[str], repo: Path, repeats: int) -> float:
     return statistics.median(runs)
 
 
-def training_speed(split_dir: Path, precision: str, batch_size: int) -> dict:
+def training_speed(split_dir: Path, precision: str, image_size: int, batch_size: int) -> dict:
     """Images/s of the model at ``precision`` on ``split_dir`` (``bench.train_speed``)."""
     result = subprocess.run(
         [
             sys.executable, "-m", "bench.train_speed", str(split_dir), "--precision", precision,
-            "--batch-size", str(batch_size), "--steps", str(SPEED_STEPS), "--warmup", str(SPEED_WARMUP),
+            "--image-size", str(image_size), "--batch-size", str(batch_size),
+            "--steps", str(SPEED_STEPS), "--warmup", str(SPEED_WARMUP),
         ],
         cwd=PROJECT_ROOT, env=tool_env(), capture_output=True, text=True,
     )  # fmt: skip
@@ -148,12 +149,12 @@ def measure(repo: Path, settings: Settings) -> dict:
     manifest = json.loads((repo / "data/tfrecords/train/manifest.json").read_text())
     train = next(s for s in stages if s["stage"] == "train")
     epochs = params["train"]["epochs"]
-    batch_size = params["train"]["batch_size"]
-    speeds = [training_speed(repo / "data/tfrecords/train", p, batch_size) for p in PRECISIONS]
+    image_size, batch_size = params["serialize"]["image_size"], params["train"]["batch_size"]
+    speeds = [training_speed(repo / "data/tfrecords/train", p, image_size, batch_size) for p in PRECISIONS]
     return {
         "n_images": settings.scale_n,
         "epochs": epochs,
-        "precision": params["train"].get("precision", "float32"),
+        "precision": params["train"]["precision"],
         "train_examples": manifest["examples"],
         "cpu_busy_percent_before": busy,
         "stages": stages,

@@ -17,31 +17,39 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("split_dir", type=Path, help="a serialized split, e.g. data/tfrecords/train")
-    parser.add_argument("--precision", default="float32")
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=32)
+    # Defaults, model and seed: the params' own defaults (amazonia/common/params.py).
+    from amazonia.common.params import SerializeParams, TrainParams
+
+    train = TrainParams()
+    parser.add_argument("--precision", default=train.precision)
+    parser.add_argument("--image-size", type=int, default=SerializeParams().image_size)
+    parser.add_argument("--batch-size", type=int, default=train.batch_size)
     parser.add_argument("--steps", type=int, default=120, help="timed batches after the warm-up")
-    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=20, help="untimed batches first (at least 1)")
     args = parser.parse_args(argv)
+    if args.warmup < 1 or args.steps < 1:
+        parser.error("--warmup and --steps must be at least 1")
 
     import keras
 
+    from amazonia.data.records.manifest import read_manifest
     from amazonia.model.distribute import set_precision
     from amazonia.model.input_pipeline import batches_per_epoch, load_epochs
     from amazonia.model.network import build_model, compile_model
 
     set_precision(args.precision)
-    keras.utils.set_random_seed(42)  # not 0: tf.data.shuffle with a tensor seed fails under global seed 0
+    keras.utils.set_random_seed(train.seed)
     total = args.warmup + args.steps
-    data, manifest = load_epochs(
-        args.split_dir, args.image_size, batch_size=args.batch_size, epoch_seeds=[0], file_seed=0
-    )
-    per_epoch = batches_per_epoch(manifest.examples, args.batch_size)
-    epochs = -(-total // per_epoch)
+    per_epoch = batches_per_epoch(read_manifest(args.split_dir).examples, args.batch_size)
     data, _ = load_epochs(
-        args.split_dir, args.image_size, batch_size=args.batch_size, epoch_seeds=range(epochs), file_seed=0
+        args.split_dir,
+        args.image_size,
+        batch_size=args.batch_size,
+        epoch_seeds=range(-(-total // per_epoch)),
+        file_seed=train.seed,
     )
-    model = compile_model(build_model(args.image_size), 0.001)
+    model = build_model(args.image_size, train.filters, train.dense_units, train.dropout)
+    model = compile_model(model, train.learning_rate)
     stamps: list[float] = []
 
     class Clock(keras.callbacks.Callback):

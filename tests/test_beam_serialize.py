@@ -1,6 +1,7 @@
 """serialize.runner: beam writes the local writer's bytes, shards and manifest alike, on Beam's
-DirectRunner in this process and with two worker processes (chips read and shards written
-through Beam's filesystems, staged under --temp_location and copied down)."""
+local runner in this process and with two worker processes (chips read and shards written
+through Beam's filesystems, staged under --temp_location, a folder or an S3-compatible store,
+and copied down)."""
 
 import io
 import shutil
@@ -17,7 +18,7 @@ from amazonia.data.records.beam_writer import write_split_beam  # noqa: E402
 from amazonia.data.records.images import BadImageError  # noqa: E402
 from amazonia.data.records.writer import write_split  # noqa: E402
 from amazonia.data.synthetic.generate import generate_dataset  # noqa: E402
-from tests.conftest import file_digests  # noqa: E402
+from tests.conftest import S3_ACCESS_KEY_ID, S3_BUCKET, S3_SECRET, file_digests  # noqa: E402
 
 N_CHIPS = 90
 SHAPE = dict(split="train", image_size=32, shard_mb=0.02, jpeg_quality=90)  # several shards
@@ -64,6 +65,27 @@ def test_beam_with_two_worker_processes_and_staging_writes_the_local_bytes(raw, 
     write_split_beam(rows, raw, tmp_path / "train", beam_options=options, **SHAPE)
     assert file_digests(tmp_path / "train") == local
     assert list(staging.iterdir()) == [], "the staged copy is removed once copied down"
+
+
+def test_beam_staging_on_an_object_store_writes_the_local_bytes_and_leaves_no_litter(
+    raw, rows, local, tmp_path, s3_endpoint
+):
+    import boto3
+
+    credentials = dict(aws_access_key_id=S3_ACCESS_KEY_ID, aws_secret_access_key=S3_SECRET)
+    options = [
+        *IN_PROCESS,
+        f"--temp_location=s3://{S3_BUCKET}/beam-tmp",
+        f"--s3_endpoint_url={s3_endpoint}",
+        f"--s3_access_key_id={S3_ACCESS_KEY_ID}",
+        f"--s3_secret_access_key={S3_SECRET}",
+        "--s3_region_name=us-east-1",
+    ]
+    write_split_beam(rows, raw, tmp_path / "train", beam_options=options, **SHAPE)
+    assert file_digests(tmp_path / "train") == local
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1", **credentials)
+    left = [item["Key"] for item in s3.list_objects_v2(Bucket=S3_BUCKET).get("Contents", [])]
+    assert left == [], "the staged objects are deleted once copied down"
 
 
 def test_on_bad_image_error_names_the_same_chip_and_touches_nothing(raw, rows, tmp_path):

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import apache_beam as beam
 import pandas as pd
-from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from amazonia.common.files import atomic_dir
 from amazonia.data.records import encode, writer
@@ -45,12 +45,13 @@ from amazonia.data.records.manifest import (
     read_manifest,
 )
 from amazonia.data.records.naming import MANIFEST_FILE, shard_filename
-from amazonia.data.records.planner import ShardPlanner
+from amazonia.data.records.planner import plan_shards
 from amazonia.data.records.tfrecord import ShardFile
 
 log = logging.getLogger(__name__)
 
 _RAW = CompressionTypes.UNCOMPRESSED  # never guess a compression from a file name
+LOCAL_RUNNER = "FnApiRunner"  # the runner when beam_options name none
 
 
 def write_split_beam(
@@ -68,8 +69,8 @@ def write_split_beam(
     """:func:`amazonia.data.records.writer.write_split` as a Beam pipeline; same arguments,
     same bytes, plus ``beam_options``: pipeline flags passed to Beam verbatim
     (``--runner=DataflowRunner``, ``--temp_location=gs://...``, ``--setup_file=./setup.py``,
-    ``--direct_running_mode=multi_processing``, ...). Without ``--runner``, Beam's
-    DirectRunner runs it in this process.
+    ``--direct_running_mode=multi_processing``, ...). Without ``--runner``, Beam's local
+    batch runner (:data:`LOCAL_RUNNER`) runs it on this machine.
 
     Raises:
         BadImageError: a chip cannot be decoded and ``on_bad_image`` is ``'error'``
@@ -78,6 +79,11 @@ def write_split_beam(
     root = str(raw_dir) if "://" in str(raw_dir) else str(Path(raw_dir).resolve())
     jobs = writer.chip_jobs(rows, root)
     options = PipelineOptions(list(beam_options))
+    if options.view_as(StandardOptions).runner is None:
+        # Not Beam's DirectRunner: in 2.77 it first downloads Prism (a binary from GitHub)
+        # and runs there, ignoring --direct_running_mode. Its batch engine runs here, in
+        # this process or in --direct_num_workers processes, with no download.
+        options.view_as(StandardOptions).runner = LOCAL_RUNNER
     temp_location = options.get_all_options().get("temp_location")
     with atomic_dir(out_dir) as tmp:
         staging = (
@@ -98,6 +104,8 @@ def write_split_beam(
         if staging != str(tmp):
             _copy_down(staging, Path(tmp))
         manifest = check_manifest(tmp)
+        if staging != str(tmp):
+            _remove_staging(staging)
         if on_bad_image == "error" and manifest.skipped:
             first = manifest.skipped[0]
             path = next(job.path for job in jobs if job.name == first["image_name"])
@@ -178,9 +186,9 @@ def _encode(
 
 def _plan(sizes: list[tuple[int, int | None]], shard_bytes: int) -> dict:
     """Every record's shard (by its row) and the number of shards, by the local writer's rule."""
-    planner = ShardPlanner(shard_bytes)
-    shard_of = {row: planner.assign(size) for row, size in sorted(sizes) if size is not None}
-    return {"shard_of": shard_of, "total": planner.shards}
+    records = [(row, size) for row, size in sorted(sizes) if size is not None]
+    shards, total = plan_shards([size for _, size in records], shard_bytes)
+    return {"shard_of": {row: shard for (row, _), shard in zip(records, shards)}, "total": total}
 
 
 def _write_shard(
@@ -213,8 +221,8 @@ def _write_manifest(
 
 
 def _copy_down(staging: str, local: Path) -> None:
-    """Copy a staged split (manifest first read, then each listed shard) into ``local``,
-    then delete the staging folder; the caller checks sizes and hashes."""
+    """Copy a staged split (manifest first read, then each listed shard) into ``local``;
+    the caller checks sizes and hashes."""
     with FileSystems.open(FileSystems.join(staging, MANIFEST_FILE), compression_type=_RAW) as handle:
         manifest_bytes = handle.read()
     (local / MANIFEST_FILE).write_bytes(manifest_bytes)
@@ -223,4 +231,17 @@ def _copy_down(staging: str, local: Path) -> None:
             with open(local / shard.file, "wb") as sink:
                 while block := source.read(1 << 20):
                     sink.write(block)
-    FileSystems.delete([staging])
+
+
+def _remove_staging(staging: str) -> None:
+    """Delete the staged split once copied down; a failure only leaves litter, so it warns.
+
+    Object stores have no folders: Beam deletes everything under a prefix only when the
+    path ends with a separator (without one, GCS and S3 look for an object of that name).
+    """
+    if not FileSystems.get_filesystem(staging).has_dirs():
+        staging = staging.rstrip("/") + "/"
+    try:
+        FileSystems.delete([staging])
+    except BeamIOError as err:
+        log.warning("could not delete the staged copy %s (%s); delete it by hand", staging, err)

@@ -1,7 +1,8 @@
 """Which shard each record goes to: one rule for the local and the Beam writer.
 
-Records fill shards in ``labels.csv`` order; a shard is closed when the next record
-would take it past ``shard_bytes``. The rule depends only on the records' sizes in
+Records fill shards in ``labels.csv`` order; a shard is closed when the next record,
+its framing not counted (as the first writer did; the shards' bytes depend on it), would
+take it past ``shard_bytes``. The rule depends only on the records' sizes in
 that order, so the local writer can apply it while streaming and the Beam runner
 over all sizes at once, and both cut the same shards.
 """
@@ -19,7 +20,7 @@ class ShardPlanner:
     Example::
 
         planner = ShardPlanner(shard_bytes=100)
-        [planner.assign(n) for n in (60, 30, 60)]  # [0, 0, 1]: 60+16 + 30 > 100
+        [planner.assign(n) for n in (60, 20, 30)]  # [0, 0, 1]: 76 + 20 <= 100, then 112 + 30 > 100
     """
 
     def __init__(self, shard_bytes: int):
