@@ -14,6 +14,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from amazonia.common.errors import AmazoniaError
 from amazonia.data.records.manifest import Manifest, check_manifest
 from amazonia.data.records.schema import (
     FEATURE_GROUND,
@@ -148,12 +149,15 @@ def batches_per_epoch(examples: int, batch_size: int, full_batches: bool = False
     :mod:`amazonia.model.distribute`).
 
     Raises:
-        ValueError: ``full_batches`` and fewer examples than one batch.
+        AmazoniaError: ``full_batches`` and fewer examples than one batch.
     """
     if not full_batches:
         return -(-examples // batch_size)
     if examples < batch_size:
-        raise ValueError(f"{examples} examples do not fill one batch of {batch_size}")
+        raise AmazoniaError(
+            f"{examples} examples do not fill one batch of {batch_size}, and over several replicas "
+            "every batch must be full: lower train.batch_size, or add data"
+        )
     return examples // batch_size
 
 
