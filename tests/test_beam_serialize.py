@@ -16,6 +16,7 @@ from amazonia.data.kaggle import image_path  # noqa: E402
 from amazonia.data.labels import encode_tags, read_tags_csv  # noqa: E402
 from amazonia.data.records.beam_writer import write_split_beam  # noqa: E402
 from amazonia.data.records.images import BadImageError  # noqa: E402
+from amazonia.data.records.manifest import RecordsError  # noqa: E402
 from amazonia.data.records.writer import write_split  # noqa: E402
 from amazonia.data.synthetic.generate import generate_dataset  # noqa: E402
 from tests.conftest import S3_ACCESS_KEY_ID, S3_BUCKET, S3_SECRET, file_digests  # noqa: E402
@@ -117,3 +118,14 @@ def test_beam_reads_chips_it_cannot_open_as_skipped_like_local(raw, rows, tmp_pa
         assert missing in manifest.skipped
         digests.append(file_digests(tmp_path / name))
     assert digests[0] == digests[1]
+
+
+def test_workers_that_can_read_no_chip_stop_the_stage_naming_the_reason(rows, tmp_path):
+    # What a remote runner sees of this machine's data/raw: a whole split "skipped".
+    out = tmp_path / "train"
+    with pytest.raises(RecordsError) as caught:
+        write_split_beam(rows, tmp_path / "elsewhere", out, beam_options=IN_PROCESS, **SHAPE)
+    assert "the workers could read none of the" in str(caught.value)
+    assert "cannot read: No such file or directory" in str(caught.value)
+    assert "a shared filesystem" in str(caught.value)
+    assert not out.exists()

@@ -39,6 +39,7 @@ from amazonia.data.records import encode, writer
 from amazonia.data.records.manifest import (
     ChipOutcome,
     Manifest,
+    RecordsError,
     ShardInfo,
     build_manifest,
     check_manifest,
@@ -106,6 +107,7 @@ def write_split_beam(
         manifest = check_manifest(tmp)
         if staging != str(tmp):
             _remove_staging(staging)
+        _check_some_chip_was_read(manifest, root, split)
         if on_bad_image == "error" and manifest.skipped:
             first = manifest.skipped[0]
             path = next(job.path for job in jobs if job.name == first["image_name"])
@@ -113,6 +115,19 @@ def write_split_beam(
         for skipped in manifest.skipped:
             log.warning("skipped %s: %s", skipped["image_name"], skipped["reason"])
     return manifest
+
+
+def _check_some_chip_was_read(manifest: Manifest, root: str, split: str) -> None:
+    """Refuse a split whose every chip was unreadable: the runner's workers cannot see ``root``
+    (a remote runner and this machine's ``data/raw``), which is no case of bad chips."""
+    reasons = {skipped["reason"] for skipped in manifest.skipped}
+    if manifest.examples == 0 and manifest.skipped and all(r.startswith(encode.UNREADABLE) for r in reasons):
+        raise RecordsError(
+            f"serialize@{split} on Beam: the workers could read none of the {len(manifest.skipped)} chips "
+            f"under {root} (first: {manifest.skipped[0]['reason']}). A runner off this machine needs "
+            "data/raw at the same path on every worker (a shared filesystem); reading chips from object "
+            "storage is not supported yet. Or set serialize.runner: local"
+        )
 
 
 def _serialize(

@@ -54,6 +54,9 @@ def encode_file_job(args: tuple[ChipJob, int, int]) -> Encoded:
     return encode_file(*args)
 
 
+UNREADABLE = "cannot read: "
+
+
 def unreadable(err: OSError) -> str:
     """The skip reason of a chip that cannot be read, the same from every file system."""
-    return f"cannot read: {err.strerror or err}"
+    return f"{UNREADABLE}{err.strerror or err}"
