@@ -29,7 +29,7 @@ from bench.common import (
     timer,
     warm_file_cache,
 )
-from bench.serialize import IMAGE_SIZE, article_serialize, our_serialize
+from bench.serialize import IMAGE_SIZE, JPEG_QUALITY, SHARD_MB, article_serialize
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ def images_per_s(batches, n: int) -> float:
 
 def measure_input(chips, n: int, size: int) -> dict:
     from amazonia.data.labels import parse_vector
+    from amazonia.data.records.writer import write_split
     from amazonia.data.vocabulary import LABELS_GROUND, LABELS_WEATHER
     from amazonia.model.input_pipeline import load_split
 
@@ -99,7 +100,15 @@ def measure_input(chips, n: int, size: int) -> dict:
         np.array([parse_vector(v, len(LABELS_GROUND)) for v in rows["ground_labels"]], dtype=np.float32),
     )
     records = SCRATCH / "ours"
-    our_serialize(rows, chips.root, records, size)
+    write_split(
+        rows,
+        chips.root,
+        records,
+        split="train",
+        image_size=size,
+        shard_mb=SHARD_MB,
+        jpeg_quality=JPEG_QUALITY,
+    )
     article_serialize(rows, chips.root, SCRATCH / "article.tfrecord", size)
     warm_file_cache(records.iterdir())
     warm_file_cache([SCRATCH / "article.tfrecord"])
