@@ -160,12 +160,11 @@ def test_the_same_chips_give_the_same_bytes_in_any_process() -> None:
 def test_gallery_chips_carry_the_tags_kaggles_csv_gives_them(tiny_pipeline: Path) -> None:
     """The chips of the tiny run's gallery, named by the test records, have as true tags
     exactly what data/raw/train_v2.csv says, and metrics/eval/errors.png is their rendering."""
-    import keras
-
     from amazonia.model import evaluation
+    from amazonia.model.network import load_for_inference
 
     repo = tiny_pipeline
-    model = keras.saving.load_model(repo / "models/model.keras")
+    model = load_for_inference(repo / "models/model.keras")  # float32, as evaluate runs it
     size = 32  # TINY_PARAMS
     test = evaluation.predict_split(model, repo / "data/tfrecords/test", size)
     tuned = json.loads((repo / "models/thresholds.json").read_text())["ground"]
