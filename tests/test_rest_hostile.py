@@ -231,6 +231,9 @@ def test_base64_as_absl_decodes_it(server: Server) -> None:
     for case, b64 in refused.items():
         status, message = _error(_post(server, ":predict", _bytes_body(b64)))
         assert status == 400 and message.startswith("input 'image_bytes': Unable to base64 decode"), case
+    body = json.dumps({"signature_name": SIGNATURE_BYTES, "inputs": [{"b64": 1}]}).encode()
+    status, message = _error(_post(server, ":predict", body))
+    assert status == 400 and message.endswith("not formatted correctly for base64 data"), message
 
 
 def test_gzip_bodies_are_read_as_tf_serving_reads_them(server: Server) -> None:
@@ -487,6 +490,10 @@ def _amazonia(*args: str) -> subprocess.CompletedProcess:
     [
         (["serve", "--port", "99999"], "argument --port: 99999 is not a port: ports are 1 to 65535"),
         (["serve", "--port", "0"], "argument --port: 0 is not a port: ports are 1 to 65535"),
+        (["serve", "--port", "http"], "argument --port: 'http' is not a port number"),
+        (["serve", "--max-connections", "abc"], "argument --max-connections: 'abc' is not a whole number"),
+        (["serve", "--max-connections", "0"], "argument --max-connections: 0 must be > 0"),
+        (["serve", "--keep-alive", "soon"], "argument --keep-alive: 'soon' is not a number"),
         (["serve", "--poll-seconds", "inf"], "argument --poll-seconds: inf must be a finite number > 0"),
         (["serve", "--max-body-mb", "nan"], "argument --max-body-mb: nan must be a finite number > 0"),
         (["serve", "--read-timeout", "1e300"], "argument --read-timeout: 1e300 is more than a day (86400 s)"),

@@ -362,17 +362,15 @@ def to_array(
     value: Any,
     dtype: str,
     where: str,
-    may_hold_bools: bool = True,
-    shape: tuple[int, ...] | None = None,
+    may_hold_bools: bool,
+    shape: tuple[int, ...],
 ) -> np.ndarray | None:
     """A JSON value (nested lists) as a dense array of TF Serving's ``dtype``, or the first
     problem TF Serving's ``FillTensorProto`` would report, in its words (400).
 
-    ``shape`` is the shape the first element of each level implies (computed when not
-    given). None when the value is right but has more dimensions than numpy allows.
+    ``shape`` is the shape the first element of each level implies (:func:`_dense_shape`).
+    None when the value is right but has more dimensions than numpy allows.
     """
-    if shape is None:
-        shape = _dense_shape(value)
     if dtype != DT_STRING and dtype != DT_BOOL and dtype not in _NUMERIC:
         raise bad_request(f"{where}: conversion of JSON values to type {dtype} is not supported")
     if dtype != DT_STRING:

@@ -221,9 +221,9 @@ def _malformed(request: Request) -> Response:
 def create_app(
     model_base_path: Path | str,
     model_name: str,
-    poll_seconds: float = 2.0,
-    max_body_bytes: int = 32 * 2**20,
-    read_timeout_s: float = 30.0,
+    poll_seconds: float,
+    max_body_bytes: int,
+    read_timeout_s: float,
 ) -> FastAPI:
     """The TF Serving-compatible app serving ``model_base_path`` (``models/<name>/``) as
     ``model_name``; versions are loaded at startup and polled for while it runs."""
