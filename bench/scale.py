@@ -23,9 +23,13 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import get_args
 
 import yaml
 
+from amazonia.common.params import TrainParams
+from amazonia.common.paths import RECORDS_DIR
+from amazonia.data.records.manifest import read_manifest
 from bench.common import (
     Settings,
     cpu_busy_percent,
@@ -51,7 +55,7 @@ STAGES = (
     "export",
     "smoke_check",
 )
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS: tuple[str, ...] = get_args(TrainParams.model_fields["precision"].annotation)
 GOAL_TOTAL_S = 15 * 60
 GOAL_NOOP_REPRO_S = 5.0
 NOOP_REPEATS = 3
@@ -146,22 +150,23 @@ def measure(repo: Path, settings: Settings) -> dict:
     total = sum(s["wall_s"] for s in stages)
     noop_repro = time_command([str(BIN / "dvc"), "repro"], repo, NOOP_REPEATS)
     status = time_command([str(BIN / "dvc"), "status"], repo, NOOP_REPEATS)
-    manifest = json.loads((repo / "data/tfrecords/train/manifest.json").read_text())
+    train_dir = repo / RECORDS_DIR / "train"
+    train_examples = read_manifest(train_dir).examples
     train = next(s for s in stages if s["stage"] == "train")
     epochs = params["train"]["epochs"]
     image_size, batch_size = params["serialize"]["image_size"], params["train"]["batch_size"]
-    speeds = [training_speed(repo / "data/tfrecords/train", p, image_size, batch_size) for p in PRECISIONS]
+    speeds = [training_speed(train_dir, p, image_size, batch_size) for p in PRECISIONS]
     return {
         "n_images": settings.scale_n,
         "epochs": epochs,
         "precision": params["train"]["precision"],
-        "train_examples": manifest["examples"],
+        "train_examples": train_examples,
         "cpu_busy_percent_before": busy,
         "stages": stages,
         "total_s": total,
         "noop_repro_s": noop_repro,
         "status_s": status,
-        "train_stage_images_per_s": manifest["examples"] * epochs / train["wall_s"],
+        "train_stage_images_per_s": train_examples * epochs / train["wall_s"],
         "training_speed": speeds,
         "goal_total_met": total <= GOAL_TOTAL_S,
         "goal_noop_met": noop_repro < GOAL_NOOP_REPRO_S,

@@ -19,7 +19,7 @@ from amazonia.common.files import write_text_atomic
 from amazonia.data.labels import vectors_to_tags
 from amazonia.data.records.naming import MANIFEST_FILE, is_shard_filename, shard_prefix
 from amazonia.data.records.schema import FEATURE_DESCRIPTIONS, SCHEMA_VERSION
-from amazonia.data.vocabulary import LABELS_GROUND, LABELS_WEATHER
+from amazonia.data.vocabulary import ALL_LABELS
 
 
 class RecordsError(AmazoniaError):
@@ -87,7 +87,7 @@ def build_manifest(
         image_size=image_size,
         examples=sum(s.examples for s in shards),
         shards=shards,
-        label_counts={t: counts[t] for t in LABELS_WEATHER + LABELS_GROUND},
+        label_counts={t: counts[t] for t in ALL_LABELS},
         skipped=skipped,
         converted=converted,
     )
