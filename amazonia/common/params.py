@@ -151,7 +151,7 @@ def load_params(path: Path | str = PARAMS_FILE) -> Params:
 def _describe(error: dict) -> str:
     key = ".".join(str(p) for p in error["loc"])
     if error["type"] == "extra_forbidden":
-        return f"{key}: unknown key (check the spelling against the README's params table)"
+        return f"{key}: unknown key (check the spelling against docs/params.md)"
     got = error.get("input")
     shown = "" if isinstance(got, dict) else f" (got {got!r})"
     message = error["msg"].removeprefix("Value error, ")
