@@ -19,8 +19,9 @@ BENCHMARKS: tuple[str, ...] = (
     "input_pipeline",
     "serving",
 )
-# Run only when named (``make bench-scale``): the whole pipeline at Kaggle scale, minutes.
-ON_REQUEST: tuple[str, ...] = ("scale",)
+# Run only when named, minutes each: the whole pipeline at Kaggle scale (``make bench-scale``),
+# the training speed of every train.architecture.
+ON_REQUEST: tuple[str, ...] = ("scale", "architectures")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
