@@ -278,6 +278,12 @@ def test_imported_weights_are_what_train_starts_from_and_new_bytes_retrain(
     )
     run(["git", "commit", "-qam", "pretrained mobilenet"], repo)
 
+    # The shards' chips are the model's input as they are: another size is refused.
+    set_params(repo, {"train": {"image_size": 2 * SIZE}})
+    result = run([DVC, "repro", "train"], repo, check=False)
+    assert f"train.image_size is {2 * SIZE}, but data/tfrecords/train holds {SIZE} px chips" in result.stderr
+    set_params(repo, {"train": {"image_size": SIZE}})
+
     # No file yet: one line naming the command, before anything is written.
     result = run([DVC, "repro", "train"], repo, check=False)
     assert result.returncode != 0

@@ -116,6 +116,7 @@ def train_model(
     given ``train.seed`` on a given machine.
 
     Raises:
+        TrainError: the shards hold chips of another size than ``train.image_size``.
         amazonia.model.pretrained.PretrainedError: ``train.weights: imagenet`` and the
             architecture's weights file is not in ``pretrained_dir``.
         amazonia.model.distribute.DistributeError: a strategy or batch size this machine
