@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("float32", "mixed_bfloat16")
 BATCH_SIZE = 32
 # Untimed, then timed batches: the large backbones run a few images/s on 2 cores.
-WARMUP_BATCHES, TIMED_BATCHES = 3, 12
+WARMUP_BATCHES, TIMED_BATCHES = 3, 10
 SPLIT_CHIPS = 640  # epochs repeat: enough for the timed batches without rendering more
 SCRATCH = WORK_DIR / "architectures"
 
