@@ -60,9 +60,9 @@ class Reply:
     before_the_body: bool = False  # answered (and the connection closed) without reading the request body
 
 
-def predicting(**heads: Any) -> Callable[[int], Any]:
-    """A predict answer for ``n`` images whose predictions have ``heads`` replaced."""
-    return lambda n: {"predictions": [{**GOOD_PREDICTION, **heads}] * n}
+def predicting(**heads: Any) -> Callable[[list[bytes]], Any]:
+    """A predict answer whose predictions have ``heads`` replaced."""
+    return lambda images: {"predictions": [{**GOOD_PREDICTION, **heads}] * len(images)}
 
 
 def metadata(version: Any) -> dict:
@@ -70,7 +70,7 @@ def metadata(version: Any) -> dict:
 
 
 # scenario -> {what: answer}; what is metadata, label_map.json, thresholds.json or predict; an
-# answer is a JSON value, a function of the number of images sent, or a Reply.
+# answer is a JSON value, a function of the images sent, or a Reply.
 SCENARIOS: dict[str, dict[str, Any]] = {
     "good": {},
     "label-map-empty": {"label_map.json": {}},
@@ -94,10 +94,12 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "metadata-too-deep": {"metadata": Reply(b"[" * 100_000 + b"]" * 100_000)},
     "predictions-missing": {"predict": {"outputs": {"weather": [], "ground": []}}},
     "predictions-columnar": {"predict": {"predictions": GOOD_PREDICTION}},
-    "predictions-too-few": {"predict": lambda n: {"predictions": [GOOD_PREDICTION] * (n - 1)}},
-    "prediction-not-object": {"predict": lambda n: {"predictions": [[0.7, 0.1, 0.1, 0.1]] * n}},
+    "predictions-too-few": {"predict": lambda images: {"predictions": [GOOD_PREDICTION] * (len(images) - 1)}},
+    "prediction-not-object": {
+        "predict": lambda images: {"predictions": [[0.7, 0.1, 0.1, 0.1]] * len(images)}
+    },
     "prediction-head-missing": {
-        "predict": lambda n: {"predictions": [{"weather": [0.7, 0.1, 0.1, 0.1]}] * n}
+        "predict": lambda images: {"predictions": [{"weather": [0.7, 0.1, 0.1, 0.1]}] * len(images)}
     },
     "prediction-head-string": {"predict": predicting(weather="0.7 0.1 0.1 0.1")},
     "prediction-short": {"predict": predicting(weather=[0.7, 0.2, 0.1])},
@@ -110,17 +112,24 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "predict-not-json": {"predict": Reply(b"predictions: clear")},
     "predict-cut-short": {"predict": Reply(b'{"predictions": [', declared_length=1000)},
     "predict-huge": {
-        "predict": lambda n: Reply(
-            json.dumps({"predictions": [GOOD_PREDICTION] * n}).encode() + b" " * MAX_ANSWER_BYTES
+        "predict": lambda images: Reply(
+            json.dumps({"predictions": [GOOD_PREDICTION] * len(images)}).encode() + b" " * MAX_ANSWER_BYTES
         )
     },
     "predict-refused-early": {
         "predict": Reply(b'{"error": "too large for this stub"}', status=413, before_the_body=True)
     },
+    "predict-refuses-bad": {  # as a server refuses a batch holding an image it cannot decode
+        "predict": lambda images: (
+            Reply(b'{"error": "cannot decode the image"}', status=400)
+            if b"bad" in images
+            else {"predictions": [GOOD_PREDICTION] * len(images)}
+        )
+    },
     "trickle-all": {"metadata": Reply(json.dumps(GOOD["metadata"]).encode(), trickle="all")},
     "trickle-body": {
-        "predict": lambda n: Reply(
-            json.dumps({"predictions": [GOOD_PREDICTION] * n}).encode(), trickle="body"
+        "predict": lambda images: Reply(
+            json.dumps({"predictions": [GOOD_PREDICTION] * len(images)}).encode(), trickle="body"
         )
     },
 }
@@ -169,8 +178,10 @@ def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
             if what == "predict":
                 images = _images(body or b"")
                 stub.received.append(images)
-                answer = scenario.get("predict", lambda n: {"predictions": [GOOD_PREDICTION] * n})
-                answer = answer(len(images)) if callable(answer) else answer
+                answer = scenario.get(
+                    "predict", lambda images: {"predictions": [GOOD_PREDICTION] * len(images)}
+                )
+                answer = answer(images) if callable(answer) else answer
             else:
                 answer = scenario.get(what, GOOD.get(what))
             if answer is None:
@@ -474,6 +485,21 @@ def test_assets_on_disk_are_checked_as_the_servers_are(
         err,
         f"{extra / 'thresholds.json'}: the threshold of 'agriculture' is 'high', not a number in [0, 1]",
     )
+
+
+def test_a_refused_batch_is_sent_file_by_file_to_name_the_file_at_fault(
+    stub: Stub, chip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"bad")
+    stub.received.clear()
+    status, out, err = predict(
+        capsys, str(chip), str(bad), str(chip), "--url", stub.url("predict-refuses-bad")
+    )
+    assert_one_line_error(
+        status, out, err, f"error: {bad}: the server refused it (HTTP 400): cannot decode the image\n"
+    )
+    assert [len(request) for request in stub.received] == [3, 1, 1]  # the batch, then one by one
 
 
 def test_a_request_refused_before_it_was_sent_whole_names_the_file(
