@@ -375,7 +375,7 @@ def test_assets_on_disk_are_read_only_from_regular_files(stub: Stub, chip: Path,
     assert (result.returncode, result.stdout) == (1, ""), result.stderr
     assert result.stderr == (
         f"error: {extra / 'thresholds.json'}: a named pipe (FIFO), not a regular file; "
-        "pass image files (JPEG, PNG)\n"
+        "re-export the model, or copy its folder\n"
     )
 
 

@@ -147,29 +147,34 @@ def check_image_file(path: Path | str) -> ImageFile:
         return ImageFile(str(path), os.fstat(stream.fileno()).st_size)
 
 
-def open_regular(path: Path | str) -> BinaryIO:
-    """``path`` opened for reading; an error naming it if it is missing, unreadable or not a
-    regular file (a named pipe would block the read until a writer came, a device never ends)."""
+def open_regular(path: Path | str, hint: str = "pass image files (JPEG, PNG)") -> BinaryIO:
+    """``path`` opened for reading; an error naming it, and ending in ``hint``, if it is not a
+    regular file (a named pipe would block the read until a writer came, a device never ends).
+
+    Raises:
+        ClientError: ``path`` is missing, unreadable or not a regular file.
+    """
     try:
-        _refuse_unless_regular(path, os.stat(path).st_mode)  # before opening: opening a device can act
+        # Checked before opening too: opening some devices acts on them (a tape rewinds).
+        _refuse_unless_regular(path, os.stat(path).st_mode, hint)
         # O_NONBLOCK: should a named pipe take the path meanwhile, opening it does not wait.
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as err:
         raise ClientError(f"{path}: cannot read it ({err.strerror or err}); check the path") from None
     stream = os.fdopen(fd, "rb")
     try:
-        _refuse_unless_regular(path, os.fstat(fd).st_mode)
+        _refuse_unless_regular(path, os.fstat(fd).st_mode, hint)
     except ClientError:
         stream.close()
         raise
     return stream
 
 
-def _refuse_unless_regular(path: Path | str, mode: int) -> None:
+def _refuse_unless_regular(path: Path | str, mode: int, hint: str) -> None:
     if stat.S_ISREG(mode):
         return
-    kind = next((name for test, name in _KINDS if test(mode)), "not a file")
-    raise ClientError(f"{path}: {kind}, not a regular file; pass image files (JPEG, PNG)")
+    kind = next((name for test, name in _KINDS if test(mode)), "a special file")
+    raise ClientError(f"{path}: {kind}, not a regular file; {hint}")
 
 
 def batches(files: Sequence[ImageFile]) -> Iterator[list[ImageFile]]:
@@ -216,7 +221,8 @@ def disk_assets(model_dir: Path, version: int) -> tuple[LabelMap, dict[str, floa
     """The label map and ground thresholds in ``assets.extra/`` of the served version's folder."""
     folder = assets_dir(model_dir, version)
     for asset in (LABEL_MAP_ASSET, THRESHOLDS_ASSET):
-        open_regular(folder / ASSETS_EXTRA / asset).close()
+        if (folder / ASSETS_EXTRA / asset).exists():  # a missing one is load_assets' error to name
+            open_regular(folder / ASSETS_EXTRA / asset, "re-export the model, or copy its folder").close()
     label_map, thresholds = load_assets(folder)
     labels = answers.label_map(label_map, str(folder / ASSETS_EXTRA / LABEL_MAP_ASSET))
     return labels, answers.thresholds(thresholds, labels, str(folder / ASSETS_EXTRA / THRESHOLDS_ASSET))
