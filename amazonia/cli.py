@@ -106,6 +106,8 @@ def _add_serve(commands: argparse._SubParsersAction, params: Params) -> None:
 
 
 def _add_predict(commands: argparse._SubParsersAction, params: Params) -> None:
+    from amazonia.client.predict import DEFAULT_TIMEOUT_S
+
     host = "127.0.0.1" if params.serve.host in ("0.0.0.0", "::", "") else params.serve.host
     url = f"http://{host}:{params.serve.port}/v1/models/{params.export.model_name}"
     parser = commands.add_parser(
@@ -125,7 +127,13 @@ def _add_predict(commands: argparse._SubParsersAction, params: Params) -> None:
         help="read the label map and thresholds from this models/<name>/ (or version) folder instead "
         "of the server: needed with real TF Serving",
     )
-    parser.add_argument("--timeout", type=_seconds, default=60.0, help="seconds per request (default 60)")
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_TIMEOUT_S,
+        help=f"seconds each request may take in all: connect, send, the whole answer "
+        f"(default {DEFAULT_TIMEOUT_S:g})",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is sent")
     parser.set_defaults(run=run_predict)
 
@@ -191,15 +199,28 @@ _BIND_HINTS = {
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    """Print the tags of each image."""
+    """Print the tags of each image as its answer arrives."""
+    import signal
+
     from amazonia.client.predict import predict_files
 
-    results = predict_files(args.images, args.url, model_dir=args.model_dir, timeout=args.timeout)
-    if args.json:
-        print(json.dumps([r.to_json() for r in results], indent=2))
-    else:
-        for result in results:
-            print(result.describe())
+    tagged = predict_files(args.images, args.url, model_dir=args.model_dir, timeout=args.timeout)
+    try:
+        if args.json:
+            # The array json.dumps(..., indent=2) writes, one item at a time.
+            opening = "["
+            for result in tagged:
+                item = json.dumps(result.to_json(), indent=2).replace("\n", "\n  ")
+                print(f"{opening}\n  {item}", end="", flush=True)
+                opening = ","
+            print("\n]" if opening == "," else "[]", flush=True)
+        else:
+            for result in tagged:
+                print(result.describe(), flush=True)
+    except BrokenPipeError:
+        # The reader went away (`amazonia predict ... | head -1`): stop quietly, as cat does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     return 0
 
 

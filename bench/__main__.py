@@ -18,6 +18,7 @@ BENCHMARKS: tuple[str, ...] = (
     "serialize",
     "input_pipeline",
     "serving",
+    "client",
 )
 # Run only when named (``make bench-scale``): the whole pipeline at Kaggle scale, minutes.
 ON_REQUEST: tuple[str, ...] = ("scale",)

@@ -587,6 +587,44 @@ def test_predict_missing_file_is_a_one_line_error(
     assert errors[0].startswith(f"error: {missing}: cannot read it")
 
 
+def _noise_png(path: Path, seed: int) -> Path:
+    """A 256x256 PNG of noise: ~197 KB, as PNG cannot compress noise."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def test_predict_sends_a_batch_over_the_servers_body_limit_file_by_file(
+    server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Each file's request fits MAX_BODY_MB; any two together do not, and are refused (413).
+    images = [str(_noise_png(tmp_path / f"noise{i}.png", seed=i)) for i in range(3)]
+    assert all(4 * os.path.getsize(i) / 3 < MAX_BODY_MB * 2**20 < 8 * os.path.getsize(i) / 3 for i in images)
+    assert main(["predict", *images, "--url", server.model_url]) == 0
+    captured = capsys.readouterr()
+    assert [line.split(": ")[0] for line in captured.out.splitlines()] == images
+    assert captured.err == ""
+
+
+def test_predict_a_file_over_the_servers_body_limit_is_a_one_line_error(
+    server: Server, exported: Exported, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    big = tmp_path / "big.jpg"
+    big.write_bytes(os.urandom(int(MAX_BODY_MB * 2**20)))  # its base64 alone is over the limit
+    assert main(["predict", str(exported.chips[0]), str(big), "--url", server.model_url]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    size, limit = big.stat().st_size, int(MAX_BODY_MB * 2**20)
+    wrapping = len('{"signature_name":"serving_bytes","instances":[{"image_bytes":{"b64":""}}]}')
+    request = wrapping + 4 * ((size + 2) // 3)
+    assert captured.err == (
+        f"error: {big}: {size} bytes ({request} as a request) is more than the server takes "
+        f"(HTTP 413: Request body of {request} bytes is larger than this server's limit of {limit} bytes "
+        "(serve.max_body_mb, --max-body-mb); send fewer instances per request); send a smaller image, or "
+        "raise the server's limit (amazonia serve --max-body-mb)\n"
+    )
+
+
 def test_predict_unreachable_server_is_a_one_line_error(exported: Exported) -> None:
     url = f"http://127.0.0.1:{free_port()}/v1/models/{MODEL}"
     result = subprocess.run(
