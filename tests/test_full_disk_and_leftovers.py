@@ -19,30 +19,10 @@ import pytest
 
 from amazonia.common.files import DiskFullError, atomic_dir, write_bytes_atomic
 from amazonia.common.stage import run_stage
-from tests.conftest import BIN, run, set_params, tool_env
+from tests.conftest import BIN, on_small_filesystem, run, set_params
 
 DVC = str(BIN / "dvc")
 PYTHON = str(BIN / "python")
-# The folder itself gets a tmpfs of $1 KiB, then the command runs; what is left on it is listed.
-SMALL_FILESYSTEM = (
-    'mount -t tmpfs -o size="$1"k tmpfs "$2" || exit 99; shift 2; "$@"; rc=$?; ls -A "$2"; exit $rc'
-)
-
-
-def on_small_filesystem(
-    folder: Path, size_kib: int, command: list[str], cwd: Path
-) -> subprocess.CompletedProcess:
-    """Run ``command`` in ``cwd`` with ``folder`` on a fresh tmpfs of ``size_kib``, in a mount
-    namespace of its own (the tmpfs is gone when it ends); stdout ends with what is left in
-    ``folder``."""
-    script = SMALL_FILESYSTEM.replace('ls -A "$2"', f"ls -A {str(folder)!r}")
-    args = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", str(size_kib)]
-    result = subprocess.run(
-        [*args, str(folder), *command], cwd=cwd, env=tool_env(), capture_output=True, text=True
-    )
-    if result.returncode == 99:
-        pytest.skip(f"cannot mount a small tmpfs in a private mount namespace: {result.stderr.strip()}")
-    return result
 
 
 @pytest.fixture

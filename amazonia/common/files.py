@@ -190,12 +190,20 @@ def read_regular_file(path: Path | str, max_bytes: int) -> bytes:
             kind = file_kind(os.lstat(path).st_mode)
             raise RefusedFileError(path, f"{kind}, not a regular file; not read") from None
         raise
+    mode = os.fstat(fd)
+    refusal = (
+        f"{file_kind(mode.st_mode)}, not a regular file"
+        if not stat.S_ISREG(mode.st_mode)
+        else f"more than {_size(max_bytes)}"
+        if mode.st_size > max_bytes
+        else None
+    )
+    if refusal is not None:
+        os.close(fd)
+        raise RefusedFileError(path, f"{refusal}; not read")
     with os.fdopen(fd, "rb") as handle:
-        mode = os.fstat(fd)
-        if not stat.S_ISREG(mode.st_mode):
-            raise RefusedFileError(path, f"{file_kind(mode.st_mode)}, not a regular file; not read")
-        data = b"" if mode.st_size > max_bytes else handle.read(max_bytes + 1)
-    if mode.st_size > max_bytes or len(data) > max_bytes:
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:  # it grew while being read
         raise RefusedFileError(path, f"more than {_size(max_bytes)}; not read")
     return data
 
