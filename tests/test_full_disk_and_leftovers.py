@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -47,10 +48,7 @@ def test_a_full_disk_inside_atomic_dir_names_the_output_and_leaves_nothing(tmp_p
 
     message = str(info.value)
     assert message.startswith(f"{out}: no space left on device while writing it (")
-    assert (
-        f"free on the filesystem of {out.parent} when it failed); free some space there, then rerun"
-        in message
-    )
+    assert f"free on the filesystem of {out.parent}); free some space there, then rerun" in message
     assert isinstance(info.value.__cause__, OSError) and info.value.__cause__.errno == errno.ENOSPC
     assert os.listdir(out.parent) == []
 
@@ -74,7 +72,7 @@ def test_write_bytes_atomic_on_a_full_filesystem_names_the_file_and_the_space_le
     lines = result.stdout.splitlines()
     assert lines[0] == (
         "DiskFullError full/old.bin: no space left on device while writing it "
-        "(0 B free on the filesystem of full when it failed); free some space there, then rerun"
+        "(0 B free on the filesystem of full); free some space there, then rerun"
     )
     assert lines[1:] == ["b'old'", "old.bin"], "the old file kept, no temporary file left"
 
@@ -93,10 +91,36 @@ def test_a_stage_whose_write_fails_for_space_says_so_in_one_line(tmp_path, dev_f
     assert exited.value.code == 1
     error = capsys.readouterr().err
     assert error.startswith("error: a write failed: no space left on device (")
-    assert error.endswith(
-        f"free on the filesystem of {tmp_path} when it failed); free some space there, then rerun\n"
-    )
+    assert error.endswith(f"free on the filesystem of {tmp_path}); free some space there, then rerun\n")
     assert error.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_a_saved_model_too_large_for_the_disk_is_one_line_too(tmp_path):
+    """TensorFlow's file systems report ENOSPC only as text in their own error type."""
+    full = tmp_path / "full"
+    full.mkdir()
+    code = (
+        "import tensorflow as tf\n"
+        "from amazonia.common.files import DiskFullError, atomic_dir\n"
+        "module = tf.Module()\n"
+        "module.weights = tf.Variable(tf.zeros([100_000]))\n"
+        "try:\n"
+        "    with atomic_dir('full/1') as tmp:\n"
+        "        tf.saved_model.save(module, str(tmp))\n"
+        "except DiskFullError as err:\n"
+        "    print(err)\n"
+    )
+    result = on_small_filesystem(full, 64, [PYTHON, "-c", code], cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    message, *left = result.stdout.splitlines()
+    assert re.fullmatch(
+        r"full/1: no space left on device while writing it "
+        r"\([\d.]+ (B|KiB) free on the filesystem of full\); free some space there, then rerun",
+        message,
+    ), message
+    assert left == [], "left on the disk"
 
 
 @pytest.mark.slow
@@ -111,7 +135,7 @@ def test_serialize_on_a_full_disk_stops_in_one_line_leaving_nothing(project):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert errors == [
         f"error: {Path('data/tfrecords/train')}: no space left on device while writing it "
-        "(0 B free on the filesystem of data/tfrecords when it failed); free some space there, then rerun"
+        "(0 B free on the filesystem of data/tfrecords); free some space there, then rerun"
     ], result.stderr
     assert "Traceback" not in result.stderr
     assert ".tmp-train" not in result.stdout, "a temporary folder left on the full disk"

@@ -148,11 +148,8 @@ def disk_full_error(path: Path | str | None, err: BaseException) -> DiskFullErro
     """A :class:`DiskFullError` naming ``path`` and the space left on its filesystem when
     ``err`` says the disk or the quota is full (an ``OSError``, or an earlier
     :class:`DiskFullError` for a file inside ``path``); None for any other error."""
-    if isinstance(err, DiskFullError):
-        code = err.code
-    elif isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS:
-        code = err.errno
-    else:
+    code = _disk_full_code(err)
+    if code is None:
         return None
     # The folder written into (the nearest that exists), or the working one if unknown.
     folders = Path(path).parents if path is not None else [Path.cwd()]
@@ -166,9 +163,22 @@ def disk_full_error(path: Path | str | None, err: BaseException) -> DiskFullErro
     else:
         reason, fix = "disk quota exceeded", "free some space there or ask for a larger quota"
     subject = f"{path}: {reason} while writing it" if path is not None else f"a write failed: {reason}"
-    return DiskFullError(
-        f"{subject} ({space} on the filesystem of {existing} when it failed); {fix}, then rerun", code
-    )
+    return DiskFullError(f"{subject} ({space} on the filesystem of {existing}); {fix}, then rerun", code)
+
+
+def _disk_full_code(err: BaseException) -> int | None:
+    """``errno.ENOSPC`` or ``errno.EDQUOT`` if that is what ``err`` reports, else None."""
+    if isinstance(err, DiskFullError):
+        return err.code
+    if isinstance(err, OSError):
+        return err.errno if err.errno in DISK_FULL_ERRNOS else None
+    if isinstance(err, AmazoniaError):  # says what it means already
+        return None
+    # TensorFlow's file systems (SavedModel, checkpoints) raise their own errors and give
+    # the OS's reason only as text: "...tempstate123; No space left on device [Op:SaveV2]".
+    if isinstance(err, Exception):
+        return next((code for code in DISK_FULL_ERRNOS if os.strerror(code) in str(err)), None)
+    return None
 
 
 def read_regular_file(path: Path | str, max_bytes: int) -> bytes:

@@ -27,8 +27,8 @@ def run_stage(main: Callable[[], None]) -> None:
         main()
     except AmazoniaError as err:
         _fail(err)
-    except OSError as err:
-        full = disk_full_error(err.filename, err)
+    except Exception as err:
+        full = disk_full_error(getattr(err, "filename", None), err)
         if full is None:
             raise
         _fail(full)
