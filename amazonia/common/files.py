@@ -4,8 +4,8 @@ from a folder nobody vouches for.
 A reader (a later stage, DVC, a person) sees either the old file or the complete
 new one, never a half-written one, even after a kill -9. The temporary name is
 ``.tmp-<name>.XXXXXXXX`` beside ``<name>``; what a killed write leaves there is
-removed by the next write of ``<name>``. No one else can be using it then: only the
-stage that declares ``<name>`` as an output writes it, and while a stage runs DVC
+removed by the next write of ``<name>``. No one else can be using it then: only one
+stage writes ``<name>`` (its output, or its own scratch), and while a stage runs DVC
 holds a write lock on its outputs (``.dvc/tmp/rwlock``; two ``dvc repro`` processes
 may run two stages at once, never the same one).
 

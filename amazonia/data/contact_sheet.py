@@ -1,8 +1,8 @@
 """A contact sheet: a grid of chips captioned with their tags, for a person to look at.
 
-A chip is read only if it is a regular file (no symlink followed, no FIFO waited on)
-and decoded only past the decode budget serialize and the server enforce
-(:func:`amazonia.data.records.images.check_decode_budget`, from headers alone).
+A chip is read only if it is a regular file (no symlink followed, no FIFO waited on),
+and decoded only within the decode budget serialize and the server enforce
+(:func:`amazonia.data.records.images.check_decode_budget`, from its headers).
 """
 
 from __future__ import annotations
