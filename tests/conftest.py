@@ -381,3 +381,30 @@ def saved_arrays(keras_file: Path) -> dict[str, np.ndarray]:
 def folder_texts(folder: Path) -> dict[str, str]:
     """The text of every file under ``folder`` (as DVCLive's: a summary and curves), by path."""
     return {p.relative_to(folder).as_posix(): p.read_text() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# --- A small filesystem, for a real full disk ---------------------------------------------
+
+# ``$1`` KiB of tmpfs on the folder ``$2``, then the command; what is left on it is listed.
+SMALL_FILESYSTEM = (
+    'folder="$2"; mount -t tmpfs -o size="$1"k tmpfs "$folder" || exit 99; shift 2; '
+    '"$@"; rc=$?; ls -A "$folder"; exit $rc'
+)
+
+
+def on_small_filesystem(
+    folder: Path, size_kib: int, command: list[str], cwd: Path
+) -> subprocess.CompletedProcess:
+    """Run ``command`` in ``cwd`` with ``folder`` on a fresh tmpfs of ``size_kib``, in a mount
+    namespace of its own (``unshare``: no root needed where unprivileged user namespaces are
+    allowed; skips where they are not). The tmpfs is gone when it ends; stdout ends with
+    what was left on it."""
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare (util-linux) to mount a small tmpfs in a private mount namespace")
+    args = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", SMALL_FILESYSTEM, "sh"]
+    result = subprocess.run(
+        [*args, str(size_kib), str(folder), *command], cwd=cwd, env=tool_env(), capture_output=True, text=True
+    )
+    if result.returncode == 99 or result.stderr.startswith("unshare: "):
+        pytest.skip(f"cannot mount a small tmpfs in a private mount namespace: {result.stderr.strip()}")
+    return result
