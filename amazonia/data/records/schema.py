@@ -10,15 +10,15 @@ from amazonia.data.vocabulary import LABELS_GROUND, LABELS_WEATHER
 if TYPE_CHECKING:
     import tensorflow as tf
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-FEATURE_IMAGE = "image/encoded"  # JPEG bytes, RGB, image_size x image_size
+FEATURE_IMAGE = "image/encoded"  # the chip file as in data/raw, byte for byte
 FEATURE_NAME = "image/name"  # Kaggle's image_name, e.g. b"train_42"
 FEATURE_WEATHER = "labels/weather"  # int64 one-hot, len(LABELS_WEATHER)
 FEATURE_GROUND = "labels/ground"  # int64 multi-hot, len(LABELS_GROUND)
 
 FEATURE_DESCRIPTIONS = {
-    FEATURE_IMAGE: "bytes: RGB JPEG, image_size x image_size",
+    FEATURE_IMAGE: "bytes: the chip file as in data/raw (JPEG, PNG, GIF, BMP, WebP or JPEG XL)",
     FEATURE_NAME: "bytes: image_name",
     FEATURE_WEATHER: f"int64[{len(LABELS_WEATHER)}]: one-hot {list(LABELS_WEATHER)}",
     FEATURE_GROUND: f"int64[{len(LABELS_GROUND)}]: multi-hot {list(LABELS_GROUND)}",
@@ -37,7 +37,7 @@ def feature_spec() -> dict[str, tf.io.FixedLenFeature]:
     }
 
 
-def make_example(name: str, jpeg: bytes, weather: Sequence[int], ground: Sequence[int]) -> bytes:
+def make_example(name: str, image: bytes, weather: Sequence[int], ground: Sequence[int]) -> bytes:
     """One serialized ``tf.train.Example``, the same bytes in every process, without TensorFlow.
 
     The bytes are what ``tf.train.Example(...).SerializeToString(deterministic=True)``
@@ -56,7 +56,7 @@ def make_example(name: str, jpeg: bytes, weather: Sequence[int], ground: Sequenc
         Int64List { repeated int64 value = 1 [packed = true]; }
     """
     features = {
-        FEATURE_IMAGE: _field(1, _field(1, jpeg)),
+        FEATURE_IMAGE: _field(1, _field(1, image)),
         FEATURE_NAME: _field(1, _field(1, name.encode("utf-8"))),
         FEATURE_WEATHER: _field(3, _packed_int64(weather)),
         FEATURE_GROUND: _field(3, _packed_int64(ground)),
