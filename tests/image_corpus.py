@@ -503,7 +503,7 @@ def progressive_jpeg_repeating_its_last_scan(side: int = 2048, repeats: int = 20
     return data[:-2] + data[last:-2] * repeats + b"\xff\xd9"
 
 
-def png_with_compressed_text(chunks: int = 50, inflated: int = 7_900_000) -> bytes:
+def png_with_compressed_text(chunks: int = 40, inflated: int = 7_900_000) -> bytes:
     """A 1x1 PNG carrying zTXt chunks of a few KB that inflate to ~8 MB each."""
     text = png_chunk(b"zTXt", b"k\x00\x00" + zlib.compress(b"\x00" * inflated, 9))
     return png_file(
@@ -511,7 +511,7 @@ def png_with_compressed_text(chunks: int = 50, inflated: int = 7_900_000) -> byt
     )
 
 
-def png_with_data_past_its_image(inflated: int = 400_000_000) -> bytes:
+def png_with_data_past_its_image(inflated: int = 200_000_000) -> bytes:
     """A 1x1 PNG whose image data goes on, inflating to ``inflated`` bytes past its one row."""
     compressor = zlib.compressobj(9)
     stream = compressor.compress(b"\x00\x01\x02\x03")
