@@ -13,13 +13,14 @@ shares all three and the manifest, and writes the same bytes.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pandas as pd
 from tqdm import tqdm
 
 from amazonia.common.files import atomic_dir
-from amazonia.data.kaggle import image_path
+from amazonia.data.kaggle import IMAGE_SUFFIX, image_path
 from amazonia.data.labels import parse_vector
 from amazonia.data.records import encode
 from amazonia.data.records.images import BadImageError
@@ -34,10 +35,11 @@ log = logging.getLogger(__name__)
 
 def chip_jobs(rows: pd.DataFrame, raw_dir: Path | str) -> list[encode.ChipJob]:
     """The ``labels.csv`` rows of a split as jobs for either writer, in row order."""
+    folder = str(image_path(raw_dir, "_").parent)  # one Path, not one per chip
     return [
         encode.ChipJob(
             name,
-            str(image_path(raw_dir, name)),
+            os.path.join(folder, f"{name}{IMAGE_SUFFIX}"),
             tuple(parse_vector(w, len(LABELS_WEATHER))),
             tuple(parse_vector(g, len(LABELS_GROUND))),
         )
