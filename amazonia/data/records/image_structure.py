@@ -70,7 +70,7 @@ def inspect(data: bytes, kind: str, caps: Caps) -> Structure:
     """
     try:
         if kind == JPEG:
-            return _Jpeg(data, caps.jpeg_scans).walk()
+            return _Jpeg.start(data, caps.jpeg_scans).walk()
         if kind == PNG:
             return _png(data, caps)
         if kind == GIF:
@@ -110,6 +110,12 @@ _MAX_BLOCKS_IN_MCU = 10  # D_MAX_BLOCKS_IN_MCU
 _NUM_TABLES = 4  # Huffman and quantization table slots
 
 
+# Headers (SOI to the end of the first SOS segment) of single-scan files that passed:
+# bytes, not a digest, so a hit is the same bytes. A few hundred bytes each.
+_SINGLE_SCAN_HEADERS: set[bytes] = set()
+_MAX_CACHED_HEADERS = 1024
+
+
 @dataclass
 class _Component:
     ident: int
@@ -137,6 +143,27 @@ class _Jpeg:
         self.quant: set[int] = set()
         self.scans = 0
 
+    @classmethod
+    def start(cls, data: bytes, max_scans: int) -> _Jpeg:
+        """A reader at the start of ``data``, or past its headers if they are those of a
+        single-scan file read before: every chip from one encoder has the same headers,
+        byte for byte, up to its scan's entropy data, and reading them is most of the work."""
+        jpeg = cls(data, max_scans)
+        sos = data.find(b"\xff\xda")
+        if sos > 0:
+            end = sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")
+            if data[:end] in _SINGLE_SCAN_HEADERS:
+                # As after that first scan header; what follows it in a single-scan file is
+                # checked without the earlier state: a second frame, scan or SOI is refused.
+                jpeg.components, jpeg.single_scan, jpeg.scans, jpeg.pos = (
+                    [_Component(-1, 1, 1, 0)],
+                    True,
+                    1,
+                    end,
+                )
+                jpeg._skip_entropy_data()
+        return jpeg
+
     def walk(self) -> Structure:
         for _ in range(MAX_HEADER_BLOCKS):
             marker = self._next_marker()
@@ -150,6 +177,8 @@ class _Jpeg:
                 return Structure(jpeg_scans=self.scans)
             if marker == 0xDA:
                 self._sos()
+                if self.single_scan and len(_SINGLE_SCAN_HEADERS) < _MAX_CACHED_HEADERS:
+                    _SINGLE_SCAN_HEADERS.add(self.data[: self.pos])
                 if self.scans > self.max_scans:
                     return Structure(jpeg_scans=self.scans)
                 self._skip_entropy_data()
