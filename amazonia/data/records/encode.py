@@ -42,7 +42,7 @@ def encode_bytes(job: ChipJob, data: bytes) -> Encoded:
 def encode_file(job: ChipJob) -> Encoded:
     """The record of ``job``, reading its chip from the local file system."""
     try:
-        with open(job.path, "rb") as handle:
+        with open(job.path, "rb", buffering=0) as handle:  # one read of the whole file
             data = handle.read()
     except OSError as err:
         return Encoded(None, unreadable(err), None)

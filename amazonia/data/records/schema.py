@@ -65,9 +65,8 @@ def make_example(name: str, image: bytes, weather: Sequence[int], ground: Sequen
     }
     entries: list[bytes] = []
     length = 0
-    for key, (value, value_length) in sorted(features.items()):
-        key_field = _field(1, key.encode("utf-8"))
-        pieces, piece_length = _nested(2, value, value_length)
+    for key, key_field in _KEY_FIELDS.items():
+        pieces, piece_length = _nested(2, *features[key])
         pieces, piece_length = _nested(1, [key_field, *pieces], len(key_field) + piece_length)
         entries += pieces
         length += piece_length
@@ -111,3 +110,7 @@ def _field(number: int, payload: bytes) -> bytes:
 def _packed_int64(values: Sequence[int]) -> bytes:
     """A packed repeated int64 field's value: protobuf omits an empty one."""
     return _field(1, b"".join(_varint(int(v)) for v in values)) if len(values) else b""
+
+
+# Each map entry's key field, in the sorted order deterministic serialization writes them.
+_KEY_FIELDS = {key: _field(1, key.encode("utf-8")) for key in sorted(FEATURE_DESCRIPTIONS)}
