@@ -2,10 +2,11 @@
 
 Each file of ``tests/image_corpus.py``'s ``BOMBS`` (built at the size the issue reports,
 within the pixel budget) is decoded by ``tf.io.decode_image(channels=0,
-expand_animations=False)`` in a fresh child process, which reports its CPU seconds and how
-much its peak RSS grew; then :func:`amazonia.data.records.images.check_image` refuses it
-in this process, timed. Before the checks, the server and serialize decoded such files;
-now they refuse them before any decoder runs.
+expand_animations=False)`` in a fresh child process, which reports its CPU seconds and
+how much its RSS grew at most (sampled every 5 ms); then
+:func:`amazonia.data.records.images.check_image` refuses it in this process, timed.
+Before the checks, the server and serialize decoded such files; now they refuse them
+before any decoder runs.
 
 ``python -m bench decoder_bombs`` (on request: a minute).
 """
@@ -39,19 +40,29 @@ CASES = {
     ),
 }
 _DECODE = """
-import json, resource, sys, time
+import json, sys, threading, time
+import psutil
 import tensorflow as tf
 data = open(sys.argv[1], "rb").read()
-before = resource.getrusage(resource.RUSAGE_SELF)
+process = psutil.Process()
+before = peak = process.memory_info().rss
+done = threading.Event()
+def sample():
+    global peak
+    while not done.wait(0.005):
+        peak = max(peak, process.memory_info().rss)
+sampler = threading.Thread(target=sample)
+sampler.start()
 start = time.process_time()
 try:
     tf.io.decode_image(data, channels=0, expand_animations=False)
     verdict = "decoded"
 except tf.errors.OpError as err:
     verdict = "refused: " + str(err).split("}}")[-1].strip()[:80]
-after = resource.getrusage(resource.RUSAGE_SELF)
-print(json.dumps({"cpu_s": time.process_time() - start,
-                  "rss_growth_mib": (after.ru_maxrss - before.ru_maxrss) / 1024, "verdict": verdict}))
+cpu = time.process_time() - start
+done.set()
+sampler.join()
+print(json.dumps({"cpu_s": cpu, "rss_growth_mib": (peak - before) / 2**20, "verdict": verdict}))
 """
 
 
