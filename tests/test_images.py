@@ -28,6 +28,7 @@ from amazonia.data.synthetic.generate import generate_dataset
 from tests.image_corpus import (
     BOMBS,
     VALID,
+    damaged_files,
     encode,
     gif,
     png_chunk,
@@ -339,3 +340,27 @@ def test_serialize_stops_on_an_over_budget_chip_under_the_error_policy(raw, tmp_
     ):
         write_split(rows(raw), raw, tmp_path / "train", split="train", shard_mb=16, on_bad_image="error")
     assert not (tmp_path / "train").exists()
+
+
+def test_a_jpegs_reason_does_not_depend_on_the_chips_checked_before_it():
+    """Headers of a JPEG that passed are remembered, and the next chip with the same headers
+    skips to its entropy data. A reason lands in manifest.json, which must be the same bytes
+    whatever order the chips were checked in (Beam's workers take them in any order)."""
+    from amazonia.data.records import image_structure
+
+    def reasons(files: dict[str, bytes], forget: bool) -> dict[str, str | None]:
+        found = {}
+        for name, data in files.items():
+            if forget:
+                image_structure._SINGLE_SCAN_HEADERS.clear()
+            try:
+                found[name] = check_image(data)
+            except BadImageError as err:
+                found[name] = str(err)
+        return found
+
+    jpegs = {name: data for name, data in damaged_files(64).items() if name.startswith("JPEG")}
+    unseen = reasons(jpegs, forget=True)
+    check_image(VALID["JPEG RGB"](64))
+    assert image_structure._SINGLE_SCAN_HEADERS, "the valid chip's headers are remembered"
+    assert reasons(jpegs, forget=False) == unseen

@@ -264,6 +264,10 @@ class _Jpeg:
     def _sos(self) -> None:
         if not self.components:
             raise Undecodable("a JPEG with a scan before its frame header")
+        if self.single_scan:
+            # Checked first (libjpeg reads the scan header before it refuses the scan), so
+            # the reason does not depend on whether the headers were read or remembered.
+            raise Undecodable("a JPEG with a second scan where its first held every component")
         start, end = self._segment()
         length = end - self.pos
         count = self.data[start]
@@ -287,8 +291,6 @@ class _Jpeg:
         self.pos = end
         if self.single_scan is None:
             self._first_scan_setup(count)
-        elif self.single_scan:
-            raise Undecodable("a JPEG with a second scan where its first held every component")
         self.scans += 1
         self._start_scan(in_scan, ss, se, ah, al)
 
