@@ -5,8 +5,8 @@ within the pixel budget) is decoded by ``tf.io.decode_image(channels=0,
 expand_animations=False)`` in a fresh child process, which reports its CPU seconds and
 how much its RSS grew at most (sampled every 5 ms); then
 :func:`amazonia.data.records.images.check_image` refuses it in this process, timed.
-Before the checks, the server and serialize decoded such files; now they refuse them
-before any decoder runs.
+The decode is what the server and serialize would spend without the check; the check
+refuses the file before any decoder runs.
 
 ``python -m bench decoder_bombs`` (on request: a minute).
 """
