@@ -29,7 +29,7 @@ from bench.common import (
     timer,
     warm_file_cache,
 )
-from bench.serialize import IMAGE_SIZE, JPEG_QUALITY, SHARD_MB, article_serialize
+from bench.serialize import IMAGE_SIZE, SHARD_MB, article_serialize
 
 log = logging.getLogger(__name__)
 
@@ -100,15 +100,7 @@ def measure_input(chips, n: int, size: int) -> dict:
         np.array([parse_vector(v, len(LABELS_GROUND)) for v in rows["ground_labels"]], dtype=np.float32),
     )
     records = SCRATCH / "ours"
-    write_split(
-        rows,
-        chips.root,
-        records,
-        split="train",
-        image_size=size,
-        shard_mb=SHARD_MB,
-        jpeg_quality=JPEG_QUALITY,
-    )
+    write_split(rows, chips.root, records, split="train", shard_mb=SHARD_MB)
     article_serialize(rows, chips.root, SCRATCH / "article.tfrecord", size)
     warm_file_cache(records.iterdir())
     warm_file_cache([SCRATCH / "article.tfrecord"])

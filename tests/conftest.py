@@ -28,7 +28,7 @@ BIN = Path(sys.executable).parent
 # Small enough for seconds per stage, large enough for every split to get chips.
 TINY_PARAMS = {
     "data": {"n_images": 60, "seed": 7},
-    "serialize": {"image_size": 32, "shard_mb": 0.05},
+    "serialize": {"shard_mb": 0.05},
     "runtime": {"workers": 2},
     "train": {"epochs": 2, "batch_size": 16},
 }

@@ -10,7 +10,7 @@ import json
 import pytest
 from PIL import Image
 
-from amazonia.data.records.images import BadImageError, prepare_chip_bytes
+from amazonia.data.records.images import BadImageError, check_image
 from tests import test_rest_hostile
 from tests.test_rest_hostile import _bytes_body, _connect, _error, _post, _read_until_closed
 from tests.test_serving import MODEL, Server
@@ -47,10 +47,10 @@ def test_an_animated_webp_without_alpha_is_400_not_a_crashed_server(server: Serv
 
 
 def test_serialize_refuses_the_animated_webp_serving_refuses() -> None:
-    # PIL reads it, so the chip used to be trained on while the served model cannot read it.
+    # serialize runs the server's check: the served model could not read such a chip.
     with pytest.raises(BadImageError, match=f"^{ANIMATED_WITHOUT_ALPHA}"):
-        prepare_chip_bytes(_animated_webp(alpha=False), 32)
-    assert prepare_chip_bytes(_animated_webp(alpha=True), 32).converted_from == "WEBP/RGBA"
+        check_image(_animated_webp(alpha=False))
+    assert check_image(_animated_webp(alpha=True)) == "WebP"
 
 
 @pytest.mark.parametrize("path", ["", "/metadata", "/nope"], ids=["status", "metadata", "unknown path"])

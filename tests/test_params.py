@@ -17,7 +17,7 @@ def write(tmp_path, params):
 
 def test_the_projects_params_are_valid():
     params = load_params(ROOT / "params.yaml")
-    assert params.serialize.image_size == 128
+    assert params.serialize.shard_mb == 16
     assert params.data.source == "synthetic"
 
 
@@ -25,10 +25,10 @@ def test_the_projects_params_are_valid():
     "params, message",
     [
         ({"serialize": {"image_sise": 64}}, r"serialize.image_sise: unknown key"),
-        ({"serialize": {"image_size": "big"}}, r"serialize.image_size: Input should be a valid integer"),
+        ({"serialize": {"shard_mb": "big"}}, r"serialize.shard_mb: Input should be a valid number"),
         (
-            {"serialize": {"image_size": -5}},
-            r"serialize.image_size: Input should be greater than 0 \(got -5\)",
+            {"serialize": {"shard_mb": -5}},
+            r"serialize.shard_mb: Input should be greater than 0 \(got -5\)",
         ),
         ({"split": {"val": 0.5, "test": 0.5}}, r"split: split.val \+ split.test must be < 1"),
         ({"data": {"source": "s3"}}, r"data.source: Input should be 'synthetic' or 'kaggle'"),

@@ -28,6 +28,7 @@ from amazonia.cli import main
 from amazonia.client.predict import predict_files
 from amazonia.data.kaggle import IMAGE_DIR
 from amazonia.data.labels import label_map
+from amazonia.data.records.images import ImageTooLargeError, check_image
 from amazonia.data.synthetic.generate import generate_dataset
 from amazonia.data.vocabulary import LABELS_GROUND, LABELS_WEATHER
 from amazonia.export.contract import (
@@ -43,6 +44,7 @@ from amazonia.export.saved_model import (
 from amazonia.model.names import OUTPUT_GROUND, OUTPUT_WEATHER
 from amazonia.model.network import build_model
 from tests.conftest import free_port, run_python, serve_models
+from tests.image_corpus import BOMBS
 
 BIN = Path(sys.executable).parent
 MODEL = "PlanetModel"
@@ -290,6 +292,17 @@ def test_decompression_bombs_are_refused(server: Server) -> None:
     response = server.post(":predict", json={"signature_name": SIGNATURE_BYTES, "instances": [bomb]})
     assert response.status_code == 400
     assert "4097x4097 pixels" in response.json()["error"]
+
+
+@pytest.mark.parametrize("name", list(BOMBS))
+def test_decoder_bombs_are_refused_before_the_model_decodes_them(server: Server, name: str) -> None:
+    bomb = BOMBS[name]()  # within the pixel budget, seconds of CPU or gigabytes to decode
+    with pytest.raises(ImageTooLargeError) as refused:
+        check_image(bomb)
+    instance = {"b64": base64.b64encode(bomb).decode()}
+    response = server.post(":predict", json={"signature_name": SIGNATURE_BYTES, "instances": [instance]})
+    assert response.status_code == 400
+    assert response.json()["error"] == f"input '{INPUT_BYTES}': {refused.value}"
 
 
 # --- errors ---------------------------------------------------------------------------------

@@ -80,11 +80,9 @@ class SplitParams(_Section):
 
 
 class SerializeParams(_Section):
-    image_size: int = Field(128, gt=0, le=4096)
     # TensorFlow Datasets caps shards at 1 GiB; fractions of a MiB make tiny test shards.
     shard_mb: float = Field(16, gt=0, le=1024)
     on_bad_image: Literal["skip", "error"] = "skip"
-    jpeg_quality: int = Field(90, ge=1, le=100)
     # How the shards are written, never what they hold (the same bytes either way): the
     # serialize stages do not declare these two, so changing them reruns nothing.
     runner: Literal["local", "beam"] = "local"
@@ -117,7 +115,7 @@ class RuntimeParams(_Section):
     """How stages run, never what they compute: no stage declares this section in
     dvc.yaml, so changing it reruns nothing (outputs are byte-identical for any value)."""
 
-    workers: int = Field(0, ge=0)  # processes for ingest and serialize; 0 = all cores
+    workers: int = Field(0, ge=0)  # processes for ingest; 0 = all cores
     cache_decoded: bool = True  # train: keep decoded chips in memory when they fit
 
 
