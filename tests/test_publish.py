@@ -36,7 +36,7 @@ from tests.conftest import BIN, TINY_PARAMS, ran_stages, run, serve_models, set_
 
 DVC = str(BIN / "dvc")
 MODEL = "PlanetModel"
-SIZE = TINY_PARAMS["serialize"]["image_size"]
+SIZE = TINY_PARAMS["train"]["image_size"]
 POLL_SECONDS = 0.3  # the server's: how soon it would pick up a wrongly published version
 ROUND_PAUSE_S = 0.05
 SETTLE_S = 6.0  # polling on after the repro: time for the server to scan, load and warm up
