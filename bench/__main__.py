@@ -19,8 +19,9 @@ BENCHMARKS: tuple[str, ...] = (
     "input_pipeline",
     "serving",
 )
-# Run only when named (``make bench-scale``): the whole pipeline at Kaggle scale, minutes.
-ON_REQUEST: tuple[str, ...] = ("scale",)
+# Run only when named: the whole pipeline at Kaggle scale, minutes (``make bench-scale``);
+# the threshold strategies on a trained project (``BENCH_PROJECT``, default this checkout).
+ON_REQUEST: tuple[str, ...] = ("scale", "thresholds")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -15,9 +15,9 @@ from amazonia.data.vocabulary import LABELS_GROUND, LABELS_WEATHER
 
 BETA = 2.0
 THRESHOLD_GRID = np.round(np.arange(0.02, 0.99, 0.02), 2)
-# For a calibrated probability p, predicting a tag adds to the expected F2 when p beats
-# about 1 / (1 + beta^2) (Lipton et al. 2014, "Thresholding classifiers to maximize F1"):
-# 0.2 for Kaggle's F2.
+# For calibrated probabilities the F-beta-optimal threshold is F* / (1 + beta^2), F* the
+# best F-beta reachable (Lipton et al. 2014, "Thresholding classifiers to maximize F1"):
+# at most 1 / (1 + beta^2), 0.2 for Kaggle's F2, and near it for a good model.
 F2_OPTIMAL_THRESHOLD = 1 / (1 + BETA**2)
 # "shrunk": a label's own tuned threshold weighs n / (n + SHRINK_POSITIVES) against the
 # global one, n its positive val chips. Half at 30, the support below which a label's
