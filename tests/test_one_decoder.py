@@ -37,7 +37,7 @@ from amazonia.model.input_pipeline import (
     naming_undecodable_chips,
 )
 from amazonia.model.names import INPUT_NAME
-from amazonia.model.network import build_model
+from amazonia.model.network import build_model, compile_model
 from stages import evaluate as evaluate_stage
 from tests.image_corpus import CASES, chip, encode, write_split_of_files
 
@@ -114,9 +114,9 @@ def test_a_chip_tensorflow_cannot_decode_stops_training_naming_it(tmp_path: Path
     data, _ = load_epochs(
         split, SIZE, batch_size=2, epoch_seeds=training.shuffle_seeds(1, range(2)), file_seed=1, augment="d4"
     )
+    model = compile_model(build_model(SIZE, filters=2, dense_units=4), 1e-3)
     with pytest.raises(UndecodableChipError) as raised, naming_undecodable_chips([split], SIZE):
-        for _ in data:
-            pass
+        model.fit(data, steps_per_epoch=3, epochs=2, shuffle=False, verbose=0)
     # Dealt round-robin over 2 shards, the 4th file is the 2nd record of the 2nd shard.
     assert str(raised.value).startswith(
         f"{split}/planet-train.tfrecord-00001-of-00002: record 1, chip 'train_broken', cannot be decoded "
