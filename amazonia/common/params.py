@@ -81,7 +81,7 @@ class SerializeParams(_Section):
 
 class TrainParams(_Section):
     image_size: int = Field(128, gt=0, le=4096)  # the model's input: chips are resized to S x S
-    augment: Literal["none", "d4"] = "none"  # d4: one of the 8 flips/quarter turns per example
+    augment: Literal["none", "d4"] = "d4"  # d4: one of the 8 flips/quarter turns per example
     epochs: int = Field(10, gt=0)
     batch_size: int = Field(32, gt=0)
     learning_rate: float = Field(0.001, gt=0)
@@ -95,7 +95,7 @@ class TrainParams(_Section):
 
 class EvaluateParams(_Section):
     tta: Literal["none", "d4"] = "none"  # d4: average over the 8 flips/quarter turns (also exported)
-    thresholds: Literal["per_label", "fixed", "global", "shrunk", "cross_validated"] = "per_label"
+    thresholds: Literal["per_label", "fixed", "global", "shrunk", "cross_validated"] = "shrunk"
 
 
 class RuntimeParams(_Section):

@@ -102,8 +102,8 @@ def evaluate_model(
     model: keras.Model,
     records_dir: Path | str,
     *,
-    tta: str = augment.NONE,
-    thresholds: str = "per_label",
+    tta: str,
+    thresholds: str,
 ) -> Evaluation:
     """Choose ground thresholds on ``records_dir/val`` by the ``thresholds`` strategy
     (:func:`amazonia.model.metrics.choose_thresholds`), score on ``records_dir/test``,
