@@ -20,9 +20,10 @@ BENCHMARKS: tuple[str, ...] = (
     "serving",
     "client",
 )
-# Run only when named: the whole pipeline at Kaggle scale (``make bench-scale``, minutes), and
-# what decoder bombs cost TensorFlow (a minute).
-ON_REQUEST: tuple[str, ...] = ("scale", "decoder_bombs")
+# Run only when named: the whole pipeline at Kaggle scale (``make bench-scale``, minutes),
+# what decoder bombs cost TensorFlow (a minute), and the threshold strategies on a trained
+# project (``BENCH_PROJECT``, default this checkout).
+ON_REQUEST: tuple[str, ...] = ("scale", "decoder_bombs", "thresholds")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

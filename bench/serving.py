@@ -90,7 +90,7 @@ def export_model(base_path: Path) -> Path:
     keras.utils.set_random_seed(0)
     version_dir = base_path / "1"
     thresholds = {"ground": {label: 0.5 for label in LABELS_GROUND}}
-    export_saved_model(build_model(IMAGE_SIZE), version_dir, IMAGE_SIZE, label_map(), thresholds)
+    export_saved_model(build_model(IMAGE_SIZE), version_dir, label_map(), thresholds)
     return version_dir
 
 

@@ -16,7 +16,7 @@ from amazonia.common.paths import CHECKPOINT_DIR, MODEL_KERAS, RECORDS_DIR, TRAI
 from amazonia.common.stage import run_stage
 from amazonia.data.records.manifest import read_manifest
 from amazonia.model.distribute import check_batch_size, make_strategy, set_precision, validation_batch_size
-from amazonia.model.input_pipeline import batches_per_epoch, load_epochs, load_split
+from amazonia.model.input_pipeline import batches_per_epoch, load_epochs, load_split, naming_undecodable_chips
 from amazonia.model.network import build_model, compile_model
 from amazonia.model.training import (
     EpochCheckpoint,
@@ -33,7 +33,8 @@ from amazonia.model.training import (
 
 def main() -> None:
     params = load_params()
-    train, image_size = params.train, params.serialize.image_size
+    train = params.train
+    image_size = train.image_size
     strategy = make_strategy(train.strategy)  # before anything touches a device
     set_precision(train.precision)
     keras.utils.set_random_seed(train.seed)
@@ -68,6 +69,7 @@ def main() -> None:
         batch_size=train.batch_size,
         epoch_seeds=shuffle_seeds(train.seed, range(initial_epoch, train.epochs)),
         file_seed=train.seed,
+        augment=train.augment,
         cache=params.runtime.cache_decoded,
         full_batches=full_batches,
     )
@@ -79,7 +81,10 @@ def main() -> None:
         full_batches=full_batches,
     )
 
-    with Live(str(TRAIN_LIVE_DIR), dvcyaml=False, save_dvc_exp=False, resume=resume is not None) as live:
+    with (
+        Live(str(TRAIN_LIVE_DIR), dvcyaml=False, save_dvc_exp=False, resume=resume is not None) as live,
+        naming_undecodable_chips([train_dir, val_dir], image_size),
+    ):
         live.step = initial_epoch
         model.fit(
             train_data,

@@ -30,7 +30,7 @@ TINY_PARAMS = {
     "data": {"n_images": 60, "seed": 7},
     "serialize": {"shard_mb": 0.05},
     "runtime": {"workers": 2},
-    "train": {"epochs": 2, "batch_size": 16},
+    "train": {"image_size": 32, "epochs": 2, "batch_size": 16},
 }
 
 

@@ -19,6 +19,7 @@ import io
 import struct
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -527,3 +528,38 @@ BOMBS: dict[str, Callable[[], bytes]] = {
     "PNG of compressed text chunks": png_with_compressed_text,
     "PNG of image data past its last row": png_with_data_past_its_image,
 }
+
+
+# --- a split folder of such files ------------------------------------------------------------
+
+
+def write_split_of_files(
+    directory: Path, files: dict[str, bytes], split: str = "test", shards: int = 2
+) -> Path:
+    """A split folder (shards + manifest) whose records hold ``files`` as they are, by image
+    name, dealt round-robin over ``shards`` shards; every chip labelled clear + primary.
+
+    Written record by record, without the serialize stage's checks, so a test can store a
+    file the check would refuse (a chip TensorFlow cannot decode) and see what reads it."""
+    from amazonia.data.records.manifest import ChipOutcome, ShardInfo, build_manifest
+    from amazonia.data.records.naming import shard_filename
+    from amazonia.data.records.schema import make_example
+    from amazonia.data.records.tfrecord import ShardFile
+    from amazonia.data.vocabulary import LABELS_GROUND, LABELS_WEATHER
+
+    directory.mkdir(parents=True, exist_ok=True)
+    weather = tuple(int(t == "clear") for t in LABELS_WEATHER)
+    ground = tuple(int(t == "primary") for t in LABELS_GROUND)
+    shards = max(1, min(shards, len(files)))
+    infos = []
+    for index in range(shards):
+        name = shard_filename(split, index, shards)
+        with open(directory / name, "wb") as handle:
+            shard = ShardFile(handle)
+            for image_name, data in list(files.items())[index::shards]:
+                shard.write(make_example(image_name, data, weather, ground))
+        stats = shard.stats()
+        infos.append(ShardInfo(name, stats.examples, stats.bytes, stats.sha256))
+    outcomes = [ChipOutcome(name, weather, ground, None, "unchecked") for name in files]
+    build_manifest(split, infos, outcomes).write(directory)
+    return directory

@@ -47,7 +47,7 @@ def version_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("export") / "1"
     keras.utils.set_random_seed(0)
     thresholds = {"ground": {label: 0.5 for label in LABELS_GROUND}}
-    export_saved_model(build_model(SIZE), folder, SIZE, label_map(), thresholds)
+    export_saved_model(build_model(SIZE), folder, label_map(), thresholds)
     return folder
 
 

@@ -43,7 +43,7 @@ def base_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained 32 px model exported as version 1."""
     root = tmp_path_factory.mktemp("hostile") / MODEL
     keras.utils.set_random_seed(0)
-    export_saved_model(build_model(SIZE), root / "1", SIZE, label_map(), THRESHOLDS)
+    export_saved_model(build_model(SIZE), root / "1", label_map(), THRESHOLDS)
     return root
 
 

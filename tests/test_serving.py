@@ -94,7 +94,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
     root = tmp_path_factory.mktemp("serving")
     keras.utils.set_random_seed(0)
     model = build_model(SIZE)
-    export_saved_model(model, root / "models" / MODEL / "1", SIZE, label_map(), THRESHOLDS)
+    export_saved_model(model, root / "models" / MODEL / "1", label_map(), THRESHOLDS)
     generate_dataset(root / "chips", 6, seed=1, workers=1)
     chips = sorted((root / "chips" / IMAGE_DIR).glob("*.jpg"))
     return Exported(root, model, chips)

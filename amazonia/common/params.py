@@ -100,6 +100,8 @@ class SerializeParams(_Section):
 
 
 class TrainParams(_Section):
+    image_size: int = Field(128, gt=0, le=4096)  # the model's input: chips are resized to S x S
+    augment: Literal["none", "d4"] = "d4"  # d4: one of the 8 flips/quarter turns per example
     epochs: int = Field(10, gt=0)
     batch_size: int = Field(32, gt=0)
     learning_rate: float = Field(0.001, gt=0)
@@ -109,6 +111,11 @@ class TrainParams(_Section):
     dropout: float = Field(0.2, ge=0, lt=1)
     precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = "mixed_bfloat16"  # Keras dtype policy
     strategy: Literal["none", "mirrored", "multi_worker"] = "none"  # tf.distribute
+
+
+class EvaluateParams(_Section):
+    tta: Literal["none", "d4"] = "none"  # d4: average over the 8 flips/quarter turns (also exported)
+    thresholds: Literal["per_label", "fixed", "global", "shrunk", "cross_validated"] = "shrunk"
 
 
 class RuntimeParams(_Section):
@@ -146,6 +153,7 @@ class Params(_Section):
     split: SplitParams = SplitParams()
     serialize: SerializeParams = SerializeParams()
     train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
     export: ExportParams = ExportParams()
     runtime: RuntimeParams = RuntimeParams()
     serve: ServeParams = ServeParams()

@@ -37,7 +37,7 @@ LABEL_MAP_ASSET = "label_map.json"
 THRESHOLDS_ASSET = "thresholds.json"
 
 BATCH = -1  # any batch size, as saved_model_cli shows it
-IMAGE_SIZE = "S"  # stands for serialize.image_size in the shapes below
+IMAGE_SIZE = "S"  # stands for the model's input size (train.image_size) in the shapes below
 
 
 class ExportError(AmazoniaError):
