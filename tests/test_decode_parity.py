@@ -10,7 +10,8 @@ headers and data, the check's verdict is TensorFlow's.
 What only decoding the compressed pixels shows is outside the check, and outside this
 corpus: a corrupt VP8/VP8L bitstream inside a well-formed WebP, GIF image data that uses
 colours past its colour table or ends early, a JPEG XL codestream corrupt inside its
-boxes. TensorFlow refuses those and the check passes them (``docs/data.md``). A corrupt
+boxes. TensorFlow refuses those and the check passes them; serialize decodes chips of
+those formats with TensorFlow before storing them (``tests/test_records.py``). A corrupt
 JPEG entropy segment is here: libjpeg decodes it with a warning, and the check passes it.
 """
 

@@ -471,9 +471,6 @@ def progressive_jpeg_with_scans(scans: int, size: int = 256) -> bytes:
     return data[:2] + b"".join(s for _, s in segments) + repeated * scans + b"\xff\xd9"
 
 
-# Helper W1's scan limit in images.check_decode_budget refuses this chip; until that
-# change is merged the budget does not count scans and the contact sheet decodes it.
-@pytest.mark.xfail(strict=True, reason="needs the progressive-JPEG scan limit of check_decode_budget (W1)")
 def test_contact_sheet_does_not_decode_a_progressive_jpeg_of_thousands_of_scans(tmp_path):
     chip = tmp_path / "scans.jpg"
     chip.write_bytes(progressive_jpeg_with_scans(5000))

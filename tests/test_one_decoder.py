@@ -39,8 +39,7 @@ from amazonia.model.input_pipeline import (
 from amazonia.model.names import INPUT_NAME
 from amazonia.model.network import build_model, compile_model
 from stages import evaluate as evaluate_stage
-from tests.image_corpus import VALID
-from tests.image_corpus import chip, encode, write_split_of_files
+from tests.image_corpus import VALID, chip, encode, write_split_of_files
 
 SIZE = 48  # the model's input size here
 # Kaggle's 256 px chips, and sizes the resize does not divide (synthetic chips are >= 32 px).

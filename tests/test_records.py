@@ -3,6 +3,7 @@
 import io
 import json
 import shutil
+import struct
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from PIL import Image
 
 from amazonia.data.kaggle import image_path
 from amazonia.data.labels import encode_tags, read_tags_csv
-from amazonia.data.records.images import BadImageError
+from amazonia.data.records.images import BadImageError, check_image
 from amazonia.data.records.manifest import RecordsError, check_manifest
 from amazonia.data.records.naming import MANIFEST_FILE
 from amazonia.data.records.schema import (
@@ -25,6 +26,7 @@ from amazonia.data.records.writer import write_split
 from amazonia.data.synthetic.generate import generate_dataset
 from amazonia.data.vocabulary import LABELS_GROUND, LABELS_WEATHER
 from tests.conftest import file_digests, run_python
+from tests.image_corpus import chip, encode
 
 N_CHIPS = 140
 
@@ -115,6 +117,30 @@ def test_chips_of_any_format_are_stored_as_they_are_and_bad_ones_skipped_and_lis
     assert "train_4" not in stored
     for name in ("train_1", "train_2", "train_3"):
         assert stored[name] == image_path(root, name).read_bytes()
+
+
+def webp_with_its_bitstream_cut() -> bytes:
+    """A lossless WebP whose VP8L payload is cut short, its RIFF and chunk sizes mended:
+    well-formed to a structure walk, refused by libwebp once it decodes the pixels."""
+    data = encode(chip(64), "WEBP", lossless=True)
+    payload = data[20:220]
+    body = b"WEBP" + data[12:16] + struct.pack("<I", len(payload)) + payload
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def test_a_chip_whose_damage_only_decoding_shows_is_decoded_by_tensorflow_and_skipped(raw, tmp_path):
+    damaged = webp_with_its_bitstream_cut()
+    assert check_image(damaged) == "WebP"  # the structure walk passes it
+    root = tmp_path / "raw"
+    shutil.copytree(raw, root)
+    image_path(root, "train_6").write_bytes(damaged)
+    image_path(root, "train_7").write_bytes(encode(chip(64), "WEBP", lossless=True))
+    manifest = write_split(labelled(root), root, tmp_path / "train", split="train", shard_mb=16)
+    assert {s["image_name"]: s["reason"] for s in manifest.skipped} == {
+        "train_6": "not a readable image: a WebP file TensorFlow's decoder refuses "
+        "(Failed to decode WebP image.); re-encode it"
+    }
+    assert manifest.formats["WebP"] == 1
 
 
 def test_bad_chip_with_error_policy_stops_before_any_output(raw, tmp_path):

@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from amazonia.common.errors import AmazoniaError
 from amazonia.common.files import atomic_dir
+from amazonia.common.tf_errors import tf_error_message
 from amazonia.export.contract import (
     ASSETS_EXTRA,
     INPUT_BYTES,
@@ -45,7 +46,6 @@ from amazonia.export.contract import (
 from amazonia.model import augment, network
 from amazonia.model.names import INPUT_NAME
 from amazonia.model.preprocessing import PREPROCESS_DEVICE, model_input_size, preprocess_batch, to_model_input
-from amazonia.model.tf_errors import tf_error_message
 
 __all__ = ["export_saved_model", "build_archive", "load_trained_model", "read_thresholds", "tf_error_message"]
 

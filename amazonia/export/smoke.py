@@ -32,6 +32,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from amazonia.common.errors import AmazoniaError
+from amazonia.common.tf_errors import tf_error_message
 from amazonia.data.records.manifest import check_manifest
 from amazonia.data.records.schema import FEATURE_IMAGE, FEATURE_NAME, feature_spec
 from amazonia.export.contract import (
@@ -51,7 +52,6 @@ from amazonia.export.saved_model import load_trained_model
 from amazonia.model import augment
 from amazonia.model.names import INPUT_NAME, OUTPUT_GROUND, OUTPUT_WEATHER
 from amazonia.model.preprocessing import model_input_size, preprocess, to_model_input
-from amazonia.model.tf_errors import tf_error_message
 
 log = logging.getLogger(__name__)
 

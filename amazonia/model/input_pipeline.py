@@ -20,6 +20,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from amazonia.common.errors import AmazoniaError
+from amazonia.common.tf_errors import tf_error_message
 from amazonia.data.records.manifest import Manifest, check_manifest, read_manifest
 from amazonia.data.records.schema import (
     FEATURE_GROUND,
@@ -31,7 +32,6 @@ from amazonia.data.records.schema import (
 from amazonia.model import augment as augmentation
 from amazonia.model.names import OUTPUT_GROUND, OUTPUT_WEATHER
 from amazonia.model.preprocessing import preprocess, to_model_input
-from amazonia.model.tf_errors import tf_error_message
 
 log = logging.getLogger(__name__)
 

@@ -1,16 +1,18 @@
 """One chip and its labels -> the serialized Example of its record, or why it is skipped.
 
-TensorFlow-free and pixel-free: the chip's bytes pass :func:`amazonia.data.records.images.check_image`
-(the decode budget, the decoder-amplification limits, TensorFlow's acceptance) and go
-into the record as they are, next to labels encoded by hand (:mod:`amazonia.data.records.schema`).
-This runs in the local writer and on Beam's workers alike.
+Pixel-free for Kaggle's JPEGs: the chip's bytes pass :func:`amazonia.data.records.images.check_image`
+(the decode budget, the decoder-amplification limits, TensorFlow's acceptance read from the
+file's structure) and go into the record as they are, next to labels encoded by hand
+(:mod:`amazonia.data.records.schema`). A GIF, WebP or JPEG XL chip is also decoded once by
+TensorFlow (:mod:`amazonia.data.records.decode_confirmation`). This runs in the local writer
+and on Beam's workers alike.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-from amazonia.data.records import images, schema
+from amazonia.data.records import decode_confirmation, images, schema
 
 
 class ChipJob(NamedTuple):
@@ -34,6 +36,7 @@ def encode_bytes(job: ChipJob, data: bytes) -> Encoded:
     """The record of ``job`` whose chip file holds ``data``."""
     try:
         kind = images.check_image(data)
+        decode_confirmation.confirm_decodable(data, kind)
     except images.BadImageError as err:
         return Encoded(None, str(err), None)
     return Encoded(schema.make_example(job.name, data, job.weather, job.ground), None, kind)
