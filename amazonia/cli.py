@@ -15,7 +15,6 @@ import errno
 import json
 import logging
 import math
-import os
 import socket
 import sys
 from pathlib import Path
@@ -23,15 +22,14 @@ from pathlib import Path
 from amazonia.common.errors import AmazoniaError
 from amazonia.common.params import MAX_SECONDS, PARAMS_FILE, Params, load_params
 from amazonia.common.paths import MODELS_DIR
+from amazonia.common.tf_logging import quiet_tensorflow_logs
 
 log = logging.getLogger(__name__)
-
-# Set before TensorFlow is first imported: its C++ start-up chatter is not for users.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command in ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    quiet_tensorflow_logs()  # before `serve` loads TensorFlow
     try:
         params = load_params() if PARAMS_FILE.is_file() else Params()
         args = build_parser(params).parse_args(argv)

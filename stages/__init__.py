@@ -1,6 +1,6 @@
 """DVC stage scripts, run as ``python -m stages.<name>`` from the project root."""
 
-import os
+from amazonia.common.tf_logging import quiet_tensorflow_logs
 
-# Before any stage imports TensorFlow (directly or through keras).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Before any stage imports TensorFlow (directly or through keras): no start-up lines.
+quiet_tensorflow_logs()

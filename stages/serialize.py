@@ -40,7 +40,7 @@ def _import_beam_writer():
             raise
         raise AmazoniaError(
             "serialize.runner: beam needs Apache Beam, which is not installed: "
-            "pip install -c requirements.lock -e '.[beam]' (make install does), "
+            "make install BEAM=1 (make test installs it too), "
             "or set serialize.runner: local"
         ) from None
     return beam_writer

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-pytest.importorskip("apache_beam", reason="the 'beam' extra is not installed (make install installs it)")
+pytest.importorskip("apache_beam", reason="the 'beam' extra is not installed (make test installs it)")
 
 from PIL import Image  # noqa: E402
 
