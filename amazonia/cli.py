@@ -15,6 +15,7 @@ import errno
 import json
 import logging
 import math
+import os
 import socket
 import sys
 from pathlib import Path
