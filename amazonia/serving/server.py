@@ -93,7 +93,7 @@ def predict(repository: ModelRepository, name: str, version: int | None, body: b
     except (tf.errors.OpError, ValueError, TypeError) as err:
         # TF Serving answers what the model refuses (undecodable image bytes...) with 400.
         raise bad_request(tf_error_message(err)) from None
-    return rest.dumps(rest.predict_response(outputs, request.row_format))
+    return rest.predict_response(outputs, request.row_format)
 
 
 def run_signature(signature: Signature, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
