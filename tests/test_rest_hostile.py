@@ -260,7 +260,7 @@ def test_gzip_bodies_are_read_as_tf_serving_reads_them(server: Server) -> None:
 # --- nesting ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("depth", [40, 100, 500])
+@pytest.mark.parametrize("depth", [40, 100, 500, 5000])
 def test_regular_deep_nesting_is_a_shape_error(server: Server, depth: int) -> None:
     # Was "lists of different lengths" from 65 levels on (numpy's limit on dimensions).
     body = ('{"instances": ' + "[" * depth + "0.5" + "]" * depth + "}").encode()
