@@ -304,7 +304,7 @@ def _add_routes(
 
     async def assets(request: Request) -> Response:
         model = servable(repository, *_model_spec(request))
-        asset = request.path_params["asset"]
+        asset = unquote(request.path_params["asset"])
         if asset not in ASSETS:
             raise RestError(
                 NOT_FOUND,
