@@ -5,6 +5,7 @@ as TF Serving's REST clients speak to ``tensorflow_model_server``."""
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
 import os
@@ -183,6 +184,11 @@ def test_assets_endpoint_serves_the_exports_assets(server: Server) -> None:
     missing = server.get("/assets/secrets.json")
     assert missing.status_code == 404
     assert "label_map.json" in missing.json()["error"]
+    # Percent-encoded, as model names may be (a client library would unquote '%5F' itself).
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    connection.request("GET", f"/v1/models/{MODEL}/assets/label%5Fmap.json")
+    assert json.loads(connection.getresponse().read()) == label_map()
+    connection.close()
 
 
 # --- predict --------------------------------------------------------------------------------
