@@ -10,7 +10,14 @@ other. It is a FastAPI app (:func:`create_app`) run by uvicorn:
   ``predictions``/``outputs`` out (conversion in :mod:`amazonia.serving.rest`);
 * ``GET /v1/models/<name>[/versions/<n>]/assets/<label_map.json|thresholds.json>``:
   **our extension**, not TF Serving's: the files of ``assets.extra/``, so that a client
-  can turn outputs into tags without access to the model folder.
+  can turn outputs into tags without access to the model folder;
+* ``.../labels/<label>`` in place of ``/versions/<n>``: TF Serving's version labels.
+  Labels are set in a model config file; without one there are none, and a label is
+  TF Serving's 400 (``Unrecognized servable version label``), but for the status,
+  which TF Serving answers ignoring the label.
+
+Paths are matched as sent, as TF Serving's regexes match them, and the model name and
+label percent-decoded after (``%2F`` is part of a name, not a ``/``).
 
 Which versions are served, and how they are reloaded, is
 :class:`amazonia.serving.repository.ModelRepository`'s business.
@@ -36,6 +43,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import anyio
 import anyio.to_thread
@@ -47,6 +55,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from amazonia.common.params import ServeParams
@@ -58,7 +67,7 @@ from amazonia.export.contract import (
 )
 from amazonia.export.saved_model import tf_error_message
 from amazonia.serving import rest
-from amazonia.serving.repository import ModelRepository, Signature
+from amazonia.serving.repository import LoadedVersion, ModelRepository, Signature
 from amazonia.serving.rest import NOT_FOUND, PAYLOAD_TOO_LARGE, REQUEST_TIMEOUT, RestError, bad_request
 
 log = logging.getLogger(__name__)
@@ -75,14 +84,16 @@ CLOSE = {"connection": "close"}  # on answers sent before the body was read to i
 # --- requests -----------------------------------------------------------------------------
 
 
-def predict(repository: ModelRepository, name: str, version: int | None, body: bytes) -> bytes:
+def predict(
+    repository: ModelRepository, name: str, version: int | None, body: bytes, label: str | None = None
+) -> bytes:
     """Answer one ``:predict`` body with TF Serving's JSON; blocking, run it in a thread.
 
     Checks come in TF Serving's order: the body is parsed, the model and signature are
     looked up (an unknown model is 404 whatever the body holds), then the tensors are read.
     """
     request = rest.parse_predict_request(body, DEFAULT_SIGNATURE)
-    model = repository.get(name, version)
+    model = servable(repository, name, version, label)
     signature = model.signatures.get(request.signature_name)
     if signature is None:
         raise bad_request(f'Serving signature name: "{request.signature_name}" not found in signature def')
@@ -93,7 +104,14 @@ def predict(repository: ModelRepository, name: str, version: int | None, body: b
     except (tf.errors.OpError, ValueError, TypeError) as err:
         # TF Serving answers what the model refuses (undecodable image bytes...) with 400.
         raise bad_request(tf_error_message(err)) from None
-    return rest.dumps(rest.predict_response(outputs, request.row_format))
+    return rest.predict_response(outputs, request.row_format)
+
+
+def servable(repository: ModelRepository, name: str, version: int | None, label: str | None) -> LoadedVersion:
+    """The loaded version a request names: by ``label``, by ``version``, else the highest."""
+    if label is not None:  # labels come from a model config file; without one there are none
+        raise bad_request(f"Unrecognized servable version label: {label}")
+    return repository.get(name, version)
 
 
 def run_signature(signature: Signature, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -242,6 +260,7 @@ def create_app(
 
     app = FastAPI(title="amazonia serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.repository = repository
+    app.add_middleware(RawPathRouting)
     _add_error_handlers(app)
     _add_routes(app, repository, max_body_bytes, read_timeout_s)
     return app
@@ -275,18 +294,17 @@ def _add_routes(
     predictions = anyio.CapacityLimiter(PREDICT_CONCURRENCY)
 
     async def status(request: Request) -> Response:
-        name, version = _model_spec(request)
+        name, version, _ = _model_spec(request)  # TF Serving's GetModelStatus ignores a label
         return _json(rest.status_response(repository.status(name, version)))
 
     async def metadata(request: Request) -> Response:
-        name, version = _model_spec(request)
-        model = repository.get(name, version)
+        name, version, label = _model_spec(request)
+        model = servable(repository, name, version, label)
         return _json(rest.metadata_response(name, model.version, model.signature_defs))
 
     async def assets(request: Request) -> Response:
-        name, version = _model_spec(request)
-        model = repository.get(name, version)
-        asset = request.path_params["asset"]
+        model = servable(repository, *_model_spec(request))
+        asset = unquote(request.path_params["asset"])
         if asset not in ASSETS:
             raise RestError(
                 NOT_FOUND,
@@ -297,9 +315,11 @@ def _add_routes(
         return _json(model.assets[asset])
 
     async def predict_route(request: Request) -> Response:
-        name, version = _model_spec(request)
+        name, version, label = _model_spec(request)
         body = await read_body(request, max_body_bytes, read_timeout_s)
-        answer = await anyio.to_thread.run_sync(predict, repository, name, version, body, limiter=predictions)
+        answer = await anyio.to_thread.run_sync(
+            predict, repository, name, version, body, label, limiter=predictions
+        )
         return Response(content=answer, media_type="application/json")
 
     # Handlers read request.path_params, so FastAPI adds no query or body parameters.
@@ -307,26 +327,47 @@ def _add_routes(
         raise bad_request("Missing model name in request.")
 
     app.add_api_route("/v1/models", no_model_name, methods=["GET"])
-    for prefix in ("/v1/models/{name}", "/v1/models/{name}/versions/{version}"):
+    for prefix in (
+        "/v1/models/{name}",
+        "/v1/models/{name}/versions/{version}",
+        "/v1/models/{name}/labels/{label}",
+    ):
         app.add_api_route(prefix, status, methods=["GET"])
         app.add_api_route(prefix + "/metadata", metadata, methods=["GET"])
         app.add_api_route(prefix + "/assets/{asset}", assets, methods=["GET"])
         app.add_api_route(prefix + ":predict", predict_route, methods=["POST"])
 
 
-def _model_spec(request: Request) -> tuple[str, int | None]:
-    """Model name and version (None: the highest) of a request's path, checked as TF
-    Serving's path regex and ``absl::SimpleAtoi`` check them."""
-    name, version = request.path_params["name"], request.path_params.get("version")
-    # TF Serving's names exclude ':' (e.g. GET .../PlanetModel:predict); versions are digits.
-    if ":" in name or (version is not None and not _DIGITS.fullmatch(version)):
+def _model_spec(request: Request) -> tuple[str, int | None, str | None]:
+    """Model name, version (None: the highest) and version label of a request's path,
+    checked as TF Serving's path regexes and ``absl::SimpleAtoi`` check them; the name and
+    label percent-decoded after, as TF Serving's ``curl_easy_unescape`` decodes them."""
+    params = request.path_params
+    name, version, label = params["name"], params.get("version"), params.get("label")
+    # TF Serving's names and labels exclude ':' (e.g. GET .../PlanetModel:predict); versions are digits.
+    if ":" in name or ":" in (label or "") or (version is not None and not _DIGITS.fullmatch(version)):
         raise bad_request(f"Malformed request: {request.method} {request.url.path}")
+    label = None if label is None else unquote(label)
     if version is None:
-        return name, None
+        return unquote(name), None, label
     significant = version.lstrip("0")
     if len(significant) > len(str(MAX_VERSION)) or int(significant or "0") > MAX_VERSION:
         raise bad_request(f"Failed to convert version: {version} to numeric.")
-    return name, int(significant or "0")
+    return unquote(name), int(significant or "0"), label
+
+
+class RawPathRouting:
+    """ASGI middleware: routes match the path as sent, as TF Serving's regexes match it
+    (``/v1/models/a%2Fb`` names model ``a/b``, not a path with one more segment); uvicorn's
+    ``path`` is percent-decoded already."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("raw_path"):
+            scope = {**scope, "path": scope["raw_path"].decode("latin-1")}
+        await self.app(scope, receive, send)
 
 
 _DIGITS = re.compile(r"[0-9]+")
