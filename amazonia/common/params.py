@@ -7,8 +7,9 @@ naming the key.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -104,22 +105,6 @@ class ExportParams(_Section):
     version: int = Field(1, gt=0)
 
 
-MAX_SECONDS = 86_400.0  # a day: longer waits are a typo, and overflow the OS's timers at some point
-
-
-class ServeParams(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(8501, ge=1, le=65535)  # TF Serving's REST default
-    poll_seconds: float = Field(2.0, gt=0, le=MAX_SECONDS)  # how often new version folders are looked for
-    max_body_mb: float = Field(32, gt=0, allow_inf_nan=False)
-    # Connections (uvicorn's settings, and a read timeout uvicorn lacks):
-    read_timeout_seconds: float = Field(30.0, gt=0, le=MAX_SECONDS)  # for a request's head, then its body
-    keep_alive_seconds: float = Field(5.0, gt=0, le=MAX_SECONDS)  # idle between requests (timeout_keep_alive)
-    max_connections: int = Field(64, gt=0)  # more at once are answered 503 (limit_concurrency)
-    max_header_kb: int = Field(16, gt=0, le=1024)  # request line + headers (h11_max_incomplete_event_size)
-    graceful_shutdown_seconds: float = Field(10.0, gt=0, le=MAX_SECONDS)  # for requests under way on SIGTERM
-
-
 class Params(_Section):
     data: DataParams = DataParams()
     labels: LabelsParams = LabelsParams()
@@ -128,7 +113,9 @@ class Params(_Section):
     train: TrainParams = TrainParams()
     export: ExportParams = ExportParams()
     runtime: RuntimeParams = RuntimeParams()
-    serve: ServeParams = ServeParams()
+    # amazonia serve's settings, validated when it starts (amazonia/serving/params.py): no
+    # stage reads them, so this module, every stage's dependency, does not hold their schema.
+    serve: dict[str, Any] = Field(default_factory=dict)
 
 
 def load_params(path: Path | str = PARAMS_FILE) -> Params:
@@ -145,11 +132,13 @@ def load_params(path: Path | str = PARAMS_FILE) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
-        raise ParamsError(f"{path}: " + "; ".join(_describe(e) for e in err.errors())) from None
+        raise ParamsError(f"{path}: " + "; ".join(describe_error(e) for e in err.errors())) from None
 
 
-def _describe(error: dict) -> str:
-    key = ".".join(str(p) for p in error["loc"])
+def describe_error(error: Mapping[str, Any], section: str = "") -> str:
+    """One pydantic error as ``key: what is wrong (got value)``; ``section`` prefixes the key
+    when the model validated is one section."""
+    key = ".".join(str(p) for p in (section, *error["loc"]) if p != "")
     if error["type"] == "extra_forbidden":
         return f"{key}: unknown key (check the spelling against docs/params.md)"
     got = error.get("input")

@@ -57,7 +57,9 @@ SIGNATURE_NAME = "signature_name"
 B64 = "b64"
 BYTES_SUFFIX = "_bytes"  # string outputs so named are written as {"b64": ...}, as TF Serving does
 
-_SHOWN_CHARS = 200  # of a JSON value quoted in an error message
+_SHOWN_CHARS = 200  # of a JSON value, or of a string from the request, quoted in an error message
+_MAX_ERROR_CHARS = 4096  # of any error message: an answer to a bad request stays small
+_TRUNCATED = "...(truncated)"
 _SHOW_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=True)
 _MAX_DIMS = 64  # numpy 2's limit on an array's dimensions
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1  # rapidjson keeps integers in this range as integers
@@ -270,7 +272,7 @@ def parse_predict_request(body: bytes, default_signature: str) -> PredictRequest
 def request_tensors(request: PredictRequest, specs: Mapping[str, TensorSpec]) -> dict[str, np.ndarray]:
     """The request's tensors, one per input of the signature, checked against ``specs``."""
     if not specs:
-        raise bad_request(f"Failed to get input map for signature: {request.signature_name}")
+        raise bad_request(f"Failed to get input map for signature: {echo(request.signature_name)}")
     document = request.document
     has_instances, has_inputs = INSTANCES in document, INPUTS in document
     if has_instances and has_inputs:
@@ -302,7 +304,7 @@ def _tensor(value: Any, spec: TensorSpec, where: str, request: PredictRequest) -
             else f"[{', '.join(map(str, shape[:16]))}, ...] ({len(shape)} dimensions)"
         )
         raise bad_request(
-            f"{where} of signature '{request.signature_name}' has shape {shown}, "
+            f"{where} of signature '{echo(request.signature_name)}' has shape {shown}, "
             f"expected {spec.describe()} (-1: any size); see GET /v1/models/<name>/metadata for the inputs"
         )
     if array is None:
@@ -330,8 +332,8 @@ def _rows_to_columns(instances: list, specs: Mapping[str, TensorSpec]) -> dict[s
             unknown = sorted(set(item) - set(specs))
             if unknown:
                 raise bad_request(
-                    f"Failed to process element: {i} key: {unknown[0]} of 'instances' list. "
-                    f"Error: JSON object: does not have named input: {unknown[0]}"
+                    f"Failed to process element: {i} key: {echo(unknown[0])} of 'instances' list. "
+                    f"Error: JSON object: does not have named input: {echo(unknown[0])}"
                 )
             raise bad_request(
                 f"Failed to process element: {i} of 'instances' list. JSON object: {_show(item)} "
@@ -601,7 +603,7 @@ def _show(value: Any) -> str:
         for chunk in _SHOW_ENCODER.iterencode(value):
             shown += chunk
             if len(shown) > _SHOWN_CHARS:
-                return shown[:_SHOWN_CHARS] + "...(truncated)"
+                return shown[:_SHOWN_CHARS] + _TRUNCATED
     except (RecursionError, ValueError):
         return shown[:_SHOWN_CHARS] + "...(nested too deeply to show)"
     return shown
@@ -650,8 +652,16 @@ def _string_value(value: Any, as_b64: bool) -> Any:
     return data.decode("utf-8", errors="replace")
 
 
+def echo(text: str) -> str:
+    """A string from the request (a name, a path), as an error message quotes it: its first
+    _SHOWN_CHARS characters. An answer must not grow with what the client sent."""
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + _TRUNCATED
+
+
 def error_body(message: str) -> dict[str, str]:
-    """TF Serving's error object."""
+    """TF Serving's error object; a message past _MAX_ERROR_CHARS is cut there."""
+    if len(message) > _MAX_ERROR_CHARS:
+        message = message[:_MAX_ERROR_CHARS] + _TRUNCATED
     return {"error": message}
 
 
