@@ -10,9 +10,10 @@ a whole, so that work per request is bounded too:
 * model calls of at most :data:`MAX_CALL_INSTANCES` instances and
   :data:`MAX_CALL_PIXELS` decoded pixels (one image past it is a call of its own), so
   that memory is bounded and a large request takes turns (:func:`call_slices`);
-* at most ``decode_concurrency`` calls that decode images at once, the waiting one with
-  the fewest pixels first (:class:`DecodeScheduler`): a chip waits for the decoding under
-  way, not for every heavy request that arrived before it.
+* at most ``decode_concurrency`` calls that decode more than :data:`LIGHT_CALL_PIXELS`
+  at once, the waiting one with the fewest pixels first (:class:`DecodeScheduler`); calls
+  of fewer pixels (a chip, a client's batch of 16) take no turn there: they wait neither
+  for the heavy decoding under way nor for the heavy requests that arrived before them.
 
 Budgets are counted per instance, so that a batch of several requests (server-side
 batching) is checked by summing the same counts.
@@ -34,6 +35,9 @@ from amazonia.serving.rest import bad_request
 
 MAX_CALL_INSTANCES = 64
 MAX_CALL_PIXELS = images.MAX_DECODED_PIXELS  # one image of the largest size a call decodes at once
+# A call decoding this much or less is light: 16 chips of 256 x 256 (amazonia predict's batch),
+# tens of milliseconds; it runs beside the heavy decoding instead of waiting for a turn.
+LIGHT_CALL_PIXELS = 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ class ServeParams(BaseModel):
     max_request_pixels: int = Field(
         4 * MAX_DECODED_PIXELS, ge=1, le=2**40
     )  # decoded, all images of a request
-    decode_concurrency: int = Field(2, ge=1, le=256)  # model calls decoding images at once
+    decode_concurrency: int = Field(1, ge=1, le=256)  # model calls decoding large images at once
     # Connections (uvicorn's settings, and the timeouts and caps uvicorn lacks):
     read_timeout_seconds: float = _seconds(30.0)  # for a request's head, then its body
     write_timeout_seconds: float = _seconds(30.0)  # for an answer the client stopped taking

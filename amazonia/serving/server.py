@@ -68,9 +68,9 @@ log = logging.getLogger(__name__)
 DEFAULT_SIGNATURE = SIGNATURE_FLOAT  # "serving_default", TF Serving's default signature key too
 ASSETS = (LABEL_MAP_ASSET, THRESHOLDS_ASSET)
 MIN_DRAIN_BYTES = 64 * 2**20
-# Requests parsed at once, and model calls without images at once: parsing is GIL-bound and
-# inference uses every core, so more only add memory (a 32 MB body parses to ~300 MB of
-# Python objects). Calls that decode images are the DecodeScheduler's.
+# Requests parsed at once, and light model calls (no images, or few pixels) at once: parsing
+# is GIL-bound and inference uses every core, so more only add memory (a 32 MB body parses
+# to ~300 MB of Python objects). Heavier calls are the DecodeScheduler's.
 PREDICT_CONCURRENCY = max(4, 2 * (os.cpu_count() or 1))
 SERVICE_UNAVAILABLE = 503
 CLOSE = {"connection": "close"}  # on answers sent before the body was read to its end
@@ -112,7 +112,7 @@ def prepare_predict(
 
 
 async def run_model(
-    job: PredictJob, decoder: budgets.DecodeScheduler, numeric_calls: anyio.CapacityLimiter
+    job: PredictJob, decoder: budgets.DecodeScheduler, light_calls: anyio.CapacityLimiter
 ) -> dict[str, np.ndarray]:
     """The signature's outputs for ``job``, called on slices (budgets.call_slices): the
     answer is the same as in one call, but memory is bounded, and a heavy request takes
@@ -126,12 +126,12 @@ async def run_model(
     parts = []
     for start, stop, pixels in slices:
         tensors = job.tensors if whole else {k: v[start:stop] for k, v in job.tensors.items()}
-        if pixels > 0:
+        if pixels > budgets.LIGHT_CALL_PIXELS:
             async with decoder.slot(pixels):
                 parts.append(await anyio.to_thread.run_sync(call_signature, job.signature, tensors))
         else:
             parts.append(
-                await anyio.to_thread.run_sync(call_signature, job.signature, tensors, limiter=numeric_calls)
+                await anyio.to_thread.run_sync(call_signature, job.signature, tensors, limiter=light_calls)
             )
     if len(parts) == 1:
         return parts[0]
@@ -301,7 +301,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 def _add_routes(app: FastAPI, repository: ModelRepository, settings: ServeParams) -> None:
     parsing = anyio.CapacityLimiter(PREDICT_CONCURRENCY)
-    numeric_calls = anyio.CapacityLimiter(PREDICT_CONCURRENCY)
+    light_calls = anyio.CapacityLimiter(PREDICT_CONCURRENCY)
     decoder = budgets.DecodeScheduler(settings.decode_concurrency)
     limits = budgets.RequestLimits(settings.max_instances, settings.max_request_pixels)
 
@@ -334,7 +334,7 @@ def _add_routes(app: FastAPI, repository: ModelRepository, settings: ServeParams
         job = await anyio.to_thread.run_sync(
             prepare_predict, repository, name, version, body, limits, limiter=parsing
         )
-        outputs = await run_model(job, decoder, numeric_calls)
+        outputs = await run_model(job, decoder, light_calls)
         answer = await anyio.to_thread.run_sync(predict_answer, outputs, job.row_format)
         return Response(content=answer, media_type="application/json")
 
