@@ -404,9 +404,9 @@ THRESHOLDS = {"ground": {label: round(0.05 + 0.07 * i, 2) for i, label in enumer
 SERVER_PARAMS = {
     "poll_seconds": 0.3,
     "max_body_mb": 0.5,  # the 32 px float payloads are ~60 KB
-    "read_timeout_seconds": 3,
-    "keep_alive_seconds": 3,
-    "write_timeout_seconds": 3,
+    "read_timeout_seconds": 1,  # tests of slow clients wait this long
+    "keep_alive_seconds": 1,
+    "write_timeout_seconds": 1,
     "max_unsent_kb": 64,
     "max_instances": 200,
     "max_request_pixels": 2 * 4096 * 4096,

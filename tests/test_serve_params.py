@@ -13,7 +13,8 @@ from amazonia.serving.params import ServeParams, load_serve_params
 from tests.conftest import BIN, ROOT, tool_env
 
 HOST_MESSAGE = (
-    "neither an IP address nor a host name (letters, digits, '-' and '.'); use 0.0.0.0 to listen on every interface"
+    "neither an IP address nor a host name (letters, digits, '-' and '.'); "
+    "use 0.0.0.0 to listen on every interface"
 )
 
 
@@ -37,7 +38,10 @@ def test_a_stage_starts_whatever_the_serve_section_holds(tmp_path) -> None:
         ({"max_body_mb": 1e-9}, "serve.max_body_mb: must be at least 0.01 and at most 1024 (got 1e-09)"),
         ({"port": 0}, "serve.port: must be at least 1 and at most 65535 (got 0)"),
         ({"poll_seconds": 0}, "serve.poll_seconds: must be at least 0.01 and at most 86400 (got 0)"),
-        ({"write_timeout_seconds": 1e9}, "serve.write_timeout_seconds: must be at least 0.01 and at most 86400 (got 1e+09)"),
+        (
+            {"write_timeout_seconds": 1e9},
+            "serve.write_timeout_seconds: must be at least 0.01 and at most 86400 (got 1e+09)",
+        ),
         ({"max_instances": 0}, "serve.max_instances: must be at least 1 and at most 1e+06 (got 0)"),
         ({"decode_concurrency": 0}, "serve.decode_concurrency: must be at least 1 and at most 256 (got 0)"),
         ({"max_unsent_kb": 1}, "serve.max_unsent_kb: must be at least 16 and at most 1.04858e+06 (got 1)"),
@@ -53,15 +57,18 @@ def test_bad_serve_params_name_the_key_and_its_bounds(section: dict, message: st
     assert str(raised.value) == f"params.yaml: {message}"
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "fe80::1%lo", "localhost", "serving-1.example.com", "0.0.0.0"])
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1", "::1", "fe80::1%lo", "localhost", "serving-1.example.com", "0.0.0.0"]
+)
 def test_hosts_that_parse_are_taken(host: str) -> None:
     assert load_serve_params({"host": host}, "params.yaml").host == host
 
 
 def test_amazonia_serve_refuses_a_bad_serve_section_before_it_loads_anything(tmp_path) -> None:
     (tmp_path / "params.yaml").write_text("serve:\n  max_body: 3\n")
+    command = [str(BIN / "amazonia"), "serve"]
     result = subprocess.run(
-        [str(BIN / "amazonia"), "serve"], cwd=tmp_path, env=tool_env(), capture_output=True, text=True, timeout=120
+        command, cwd=tmp_path, env=tool_env(), capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 1
     assert result.stderr == (
