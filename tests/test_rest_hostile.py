@@ -25,6 +25,7 @@ import pytest
 import requests
 from PIL import Image
 
+from amazonia.cli import main
 from amazonia.data.records.images import BadImageError, prepare_chip_bytes
 from amazonia.export.contract import INPUT_BYTES, SIGNATURE_BYTES
 from tests.conftest import MODEL, SERVER_PARAMS, SIZE, Exported, Server
@@ -788,11 +789,15 @@ def _amazonia(*args: str) -> subprocess.CompletedProcess:
         ),
     ],
 )
-def test_impossible_numbers_on_the_command_line_are_usage_errors(args: list[str], message: str) -> None:
-    result = _amazonia(*args)
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    assert result.stderr.splitlines()[-1] == f"amazonia {args[0]}: error: {message}", result.stderr
+def test_impossible_values_on_the_command_line_are_usage_errors_naming_flag_key_and_bounds(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # In process: an argparse usage error, before anything runs (a real process: test_serve_params).
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2
+    stderr = capsys.readouterr().err
+    assert stderr.splitlines()[-1] == f"amazonia {args[0]}: error: {message}", stderr
 
 
 def test_a_port_in_use_is_one_line_before_tensorflow_loads(exported: Exported, tmp_path: Path) -> None:
