@@ -27,11 +27,9 @@ Refusals are TF Serving's ``{"error": ...}`` JSON with ``Connection: close``.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import socket
 import struct
-import termios
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +44,13 @@ SUPPORTED_VERSIONS = (b"1.0", b"1.1")
 HEAD_TOO_LARGE = 431  # Request Header Fields Too Large (RFC 6585); h11's hint too
 VERSION_NOT_SUPPORTED = 505
 BAD_REQUEST = 400
-_OUTQ = getattr(termios, "TIOCOUTQ", None)  # SIOCOUTQ on a socket: bytes sent but not yet acknowledged
+try:  # SIOCOUTQ on a socket (Linux): bytes sent but not yet acknowledged
+    import fcntl
+    import termios
+
+    _OUTQ: int | None = getattr(termios, "TIOCOUTQ", None)
+except ImportError:  # pragma: no cover - not POSIX
+    _OUTQ = None
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,15 @@ loads a new version before it unloads an old one; a failed load is retried
 (``--max_num_load_retries``, ``--load_retry_interval_micros``). :class:`ModelRepository`
 does the same for ``amazonia serve``, with these choices:
 
+* version folders are named as TF Serving reads them: ASCII digits within int64
+  (:func:`amazonia.export.contract.parse_version`); a ``saved_model.pb`` over
+  ``serve.max_saved_model_mb`` is refused unread;
 * every loaded version stays reachable by URL (TF Serving's default serves the latest
   only); the highest is served by default;
 * a folder is loaded once it has not changed for one poll, so that a copy in progress
   (``cp -r``, ``dvc pull``: ``saved_model.pb`` before ``variables/``) is left alone; at
-  startup, what is there is loaded at once;
+  startup, what is there is loaded at once; a poll looks at a bounded number of entries
+  per version (:func:`folder_fingerprint`), however many files it holds;
 * loads come before unloads: a new or replacing folder is loaded while the old version
   serves, then swapped in; a version is never unloaded to make room;
 * a failed load is retried at once when its folder changes, and otherwise up to
