@@ -590,7 +590,12 @@ def test_predict_unreachable_server_is_a_one_line_error(exported: Exported) -> N
 
 
 # Modules a client (or the serving contract's readers) imports: no TensorFlow, Keras or pandas.
-LIGHT_MODULES = ("amazonia.client.predict", "amazonia.export.contract", "amazonia.model.names")
+LIGHT_MODULES = (
+    "amazonia.client.predict",
+    "amazonia.export.contract",
+    "amazonia.model.names",
+    "amazonia.serving.params",  # amazonia predict reads serve: too
+)
 HEAVY = ("tensorflow", "keras", "tf_keras", "pandas")  # pandas: 0.3 s of start-up, for nothing
 
 
