@@ -64,6 +64,9 @@ def _add_serve(commands: argparse._SubParsersAction, params: Params, serve: Serv
         help="serve models/<name>/ over TensorFlow Serving's REST API",
         description="Serve every version folder of models/<name>/ over TF Serving's REST API "
         "(the highest by default); new versions are picked up while it runs.",
+        epilog="Defaults, and the limits without a flag (write timeout, unsent answer bytes, instances and "
+        "decoded pixels per request, header size, shutdown grace), come from serve: in params.yaml; "
+        "see docs/serving.md.",
     )
     parser.add_argument("--model-name", default=name, help=f"name in the URLs (default {name})")
     parser.add_argument(
