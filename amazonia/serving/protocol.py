@@ -231,7 +231,7 @@ class BoundedH11Protocol(H11Protocol):
             self.transport.write(self.conn.send(event))
         self.transport.close()
 
-    # --- timers ----------------------------------------------------------------------------
+    # --- limits ----------------------------------------------------------------------------
 
     def _unsent_bytes(self) -> int:
         """Answer bytes the client has not taken: in our buffer, and sent but not acknowledged
