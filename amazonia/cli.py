@@ -18,12 +18,15 @@ import math
 import os
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from amazonia.common.errors import AmazoniaError
-from amazonia.common.params import MAX_SECONDS, PARAMS_FILE, Params, load_params
+from amazonia.common.params import PARAMS_FILE, Params, load_params
 from amazonia.common.paths import MODELS_DIR
 from amazonia.common.tf_logging import quiet_tensorflow_logs
+from amazonia.serving.params import MAX_SECONDS, ServeParams, check_value, load_serve_params
 
 log = logging.getLogger(__name__)
 
@@ -45,21 +48,24 @@ def main(argv: list[str] | None = None) -> int:
 
 def build_parser(params: Params) -> argparse.ArgumentParser:
     """The argument parser, its defaults taken from ``params``."""
+    serve = load_serve_params(params.serve, str(PARAMS_FILE))
     parser = argparse.ArgumentParser(prog="amazonia", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_serve(commands, params)
-    _add_predict(commands, params)
+    _add_serve(commands, params, serve)
+    _add_predict(commands, params, serve)
     return parser
 
 
-def _add_serve(commands: argparse._SubParsersAction, params: Params) -> None:
-    serve = params.serve
+def _add_serve(commands: argparse._SubParsersAction, params: Params, serve: ServeParams) -> None:
     name = params.export.model_name
     parser = commands.add_parser(
         "serve",
         help="serve models/<name>/ over TensorFlow Serving's REST API",
         description="Serve every version folder of models/<name>/ over TF Serving's REST API "
         "(the highest by default); new versions are picked up while it runs.",
+        epilog="Defaults, and the limits without a flag (write timeout, unsent answer bytes, instances and "
+        "decoded pixels per request, header size, shutdown grace), come from serve: in params.yaml; "
+        "see docs/serving.md.",
     )
     parser.add_argument("--model-name", default=name, help=f"name in the URLs (default {name})")
     parser.add_argument(
@@ -67,36 +73,43 @@ def _add_serve(commands: argparse._SubParsersAction, params: Params) -> None:
         type=Path,
         help=f"folder of the version folders (default {MODELS_DIR}/<model-name>)",
     )
-    parser.add_argument("--host", default=serve.host, help=f"address to bind (default {serve.host})")
-    parser.add_argument("--port", type=_port, default=serve.port, help=f"REST port (default {serve.port})")
+    parser.add_argument(
+        "--host",
+        type=_serve_flag("host", str),
+        default=serve.host,
+        help=f"address to bind (default {serve.host})",
+    )
+    parser.add_argument(
+        "--port", type=_serve_flag("port", int), default=serve.port, help=f"REST port (default {serve.port})"
+    )
     parser.add_argument(
         "--poll-seconds",
-        type=_seconds,
+        type=_serve_flag("poll_seconds", float),
         default=serve.poll_seconds,
         help=f"how often to look for new versions (default {serve.poll_seconds:g})",
     )
     parser.add_argument(
         "--max-body-mb",
-        type=_positive_float,
+        type=_serve_flag("max_body_mb", float),
         default=serve.max_body_mb,
         help=f"larger requests, also once gunzipped, are answered 413 (default {serve.max_body_mb:g})",
     )
     parser.add_argument(
         "--read-timeout",
-        type=_seconds,
+        type=_serve_flag("read_timeout_seconds", float),
         default=serve.read_timeout_seconds,
         help="seconds a request's head, then its body, may take to arrive "
         f"(default {serve.read_timeout_seconds:g})",
     )
     parser.add_argument(
         "--keep-alive",
-        type=_seconds,
+        type=_serve_flag("keep_alive_seconds", float),
         default=serve.keep_alive_seconds,
         help=f"seconds an idle connection is kept open (default {serve.keep_alive_seconds:g})",
     )
     parser.add_argument(
         "--max-connections",
-        type=_positive_int,
+        type=_serve_flag("max_connections", int),
         default=serve.max_connections,
         help=f"more at once are answered 503 (default {serve.max_connections})",
     )
@@ -104,11 +117,11 @@ def _add_serve(commands: argparse._SubParsersAction, params: Params) -> None:
     parser.set_defaults(run=run_serve, serve_params=serve)
 
 
-def _add_predict(commands: argparse._SubParsersAction, params: Params) -> None:
+def _add_predict(commands: argparse._SubParsersAction, params: Params, serve: ServeParams) -> None:
     from amazonia.client.predict import DEFAULT_TIMEOUT_S
 
-    host = "127.0.0.1" if params.serve.host in ("0.0.0.0", "::", "") else params.serve.host
-    url = f"http://{host}:{params.serve.port}/v1/models/{params.export.model_name}"
+    host = "127.0.0.1" if serve.host in ("0.0.0.0", "::", "") else serve.host
+    url = f"http://{host}:{serve.port}/v1/models/{params.export.model_name}"
     parser = commands.add_parser(
         "predict",
         help="tag image files with a served model",
@@ -160,13 +173,7 @@ def run_serve(args: argparse.Namespace) -> int:
     # Imported here: TensorFlow takes seconds to load and 'predict' does not need the server.
     from amazonia.serving.server import create_app, serve
 
-    app = create_app(
-        base,
-        args.model_name,
-        settings.poll_seconds,
-        int(settings.max_body_mb * 2**20),
-        settings.read_timeout_seconds,
-    )
+    app = create_app(base, args.model_name, settings)
     log.info("serving %s as %r on http://%s:%d", base, args.model_name, args.host, args.port)
     serve(app, sock, settings, verbose=args.verbose)
     return 0
@@ -174,8 +181,13 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def bind(host: str, port: int) -> socket.socket:
     """A TCP socket bound to ``host:port`` for the server; an error naming the address if it
-    is taken or not this machine's."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    is taken, not this machine's, or a name that does not resolve."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    except (OSError, UnicodeError) as err:  # gaierror; IDNA's for a label over 63 characters
+        raise AmazoniaError(
+            f"cannot listen on {host}:{port}: {getattr(err, 'strerror', None) or err}; pass another --host"
+        ) from None
     # IPPROTO_TCP named, not left 0: asyncio sets TCP_NODELAY only on sockets that say they
     # are TCP, and without it Nagle and delayed ACKs add ~40 ms to every answer.
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -240,24 +252,23 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} must be > 0")
-    return value
+def _serve_flag(key: str, kind: type) -> Callable[[str], Any]:
+    """An argparse type for the flag of ``serve.<key>``: the value, checked against the key's
+    bounds in the schema (a flag and its key take the same values)."""
 
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a {'whole number' if kind is int else 'number'} (serve.{key})"
+            ) from None
+        try:
+            return check_value(key, value)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text} is not a port: ports are 1 to 65535")
-    return value
+    return parse
 
 
 def _configure_logging(verbose: bool) -> None:

@@ -7,8 +7,9 @@ naming the key.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -131,22 +132,6 @@ class ExportParams(_Section):
     version: int = Field(1, gt=0, le=MAX_VERSION)
 
 
-MAX_SECONDS = 86_400.0  # a day: longer waits are a typo, and overflow the OS's timers at some point
-
-
-class ServeParams(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(8501, ge=1, le=65535)  # TF Serving's REST default
-    poll_seconds: float = Field(2.0, gt=0, le=MAX_SECONDS)  # how often new version folders are looked for
-    max_body_mb: float = Field(32, gt=0, allow_inf_nan=False)
-    # Connections (uvicorn's settings, and a read timeout uvicorn lacks):
-    read_timeout_seconds: float = Field(30.0, gt=0, le=MAX_SECONDS)  # for a request's head, then its body
-    keep_alive_seconds: float = Field(5.0, gt=0, le=MAX_SECONDS)  # idle between requests (timeout_keep_alive)
-    max_connections: int = Field(64, gt=0)  # more at once are answered 503 (limit_concurrency)
-    max_header_kb: int = Field(16, gt=0, le=1024)  # request line + headers (h11_max_incomplete_event_size)
-    graceful_shutdown_seconds: float = Field(10.0, gt=0, le=MAX_SECONDS)  # for requests under way on SIGTERM
-
-
 class Params(_Section):
     data: DataParams = DataParams()
     labels: LabelsParams = LabelsParams()
@@ -156,7 +141,9 @@ class Params(_Section):
     evaluate: EvaluateParams = EvaluateParams()
     export: ExportParams = ExportParams()
     runtime: RuntimeParams = RuntimeParams()
-    serve: ServeParams = ServeParams()
+    # amazonia serve's settings, validated when it starts (amazonia/serving/params.py): no
+    # stage reads them, so this module, every stage's dependency, does not hold their schema.
+    serve: dict[str, Any] = Field(default_factory=dict)
 
 
 def load_params(path: Path | str = PARAMS_FILE) -> Params:
@@ -173,7 +160,7 @@ def load_params(path: Path | str = PARAMS_FILE) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
-        raise ParamsError(f"{path}: " + "; ".join(_describe(e) for e in err.errors())) from None
+        raise ParamsError(f"{path}: " + "; ".join(describe_error(e) for e in err.errors())) from None
 
 
 def _load_yaml(text: str, path: Path) -> object:
@@ -225,19 +212,22 @@ _LOWER = {"gt": "<", "ge": "<="}  # written bound-first: "0 < x"
 _UPPER = {"lt": "<", "le": "<="}
 
 
-def _describe(error: dict) -> str:
-    key = ".".join(str(p) for p in error["loc"])
+def describe_error(error: Mapping[str, Any], section: str = "", model: type[BaseModel] | None = None) -> str:
+    """One pydantic error as ``key: what is wrong (got value); accepted: <range>``.
+
+    ``section`` prefixes the key and ``model`` is the model validated, when that is one
+    section (``amazonia serve`` validates ``serve:`` alone); by default the whole file."""
+    key = ".".join(str(p) for p in (section, *error["loc"]) if p != "")
     if error["type"] == "extra_forbidden":
         return f"{key}: unknown key (check the spelling against docs/params.md)"
     got = error.get("input")
     shown = "" if isinstance(got, dict) else f" (got {got!r})"
     message = error["msg"].removeprefix("Value error, ")
-    return f"{key or '(top level)'}: {message}{shown}{_accepted_range(error['loc'])}"
+    return f"{key or '(top level)'}: {message}{shown}{_accepted_range(error['loc'], model or Params)}"
 
 
-def _accepted_range(loc: tuple) -> str:
-    """``; accepted: 0 < x <= 1024`` for a field with bounds, else nothing."""
-    model: type[BaseModel] = Params
+def _accepted_range(loc: tuple, model: type[BaseModel] | None) -> str:
+    """``; accepted: 0 < x <= 1024`` for a field of ``model`` with bounds, else nothing."""
     field = None
     for part in loc:
         field = model.model_fields.get(str(part)) if model is not None else None

@@ -64,7 +64,9 @@ SIGNATURE_NAME = "signature_name"
 B64 = "b64"
 BYTES_SUFFIX = "_bytes"  # string outputs so named are written as {"b64": ...}, as TF Serving does
 
-_SHOWN_CHARS = 200  # of a JSON value quoted in an error message
+_SHOWN_CHARS = 200  # of a JSON value, or of a string from the request, quoted in an error message
+_MAX_ERROR_CHARS = 4096  # of any error message: an answer to a bad request stays small
+_TRUNCATED = "...(truncated)"
 # Nesting a body may have. TF Serving's recursive parser has no limit but its stack; this one
 # is far beyond any tensor (TF's rank limit is 254) and keeps a 32 MB body of '[' harmless.
 MAX_JSON_DEPTH = 10_000
@@ -440,7 +442,7 @@ def request_tensors(request: PredictRequest, specs: Mapping[str, TensorSpec]) ->
     ``FillPredictRequestFromJson`` reads them (its checks, its order, its words), then
     checked against the shapes of ``specs``."""
     if not specs:
-        raise bad_request(f"Failed to get input map for signature: {request.signature_name}")
+        raise bad_request(f"Failed to get input map for signature: {echo(request.signature_name)}")
     document = request.document
     has_instances, has_inputs = INSTANCES in document, INPUTS in document
     if has_instances and has_inputs:
@@ -482,7 +484,7 @@ def _checked(
             else f"[{', '.join(map(str, shape[:16]))}, ...] ({len(shape)} dimensions)"
         )
         raise bad_request(
-            f"input '{name}' of signature '{signature}' has shape {shown}, "
+            f"input '{echo(name)}' of signature '{echo(signature)}' has shape {shown}, "
             f"expected {spec.describe()} (-1: any size); see GET /v1/models/<name>/metadata for the inputs"
         )
     if array is None:
@@ -512,7 +514,7 @@ def _rows(instances: list, specs: Mapping[str, TensorSpec], may_hold_bools: bool
             if not _is_named_object(item):
                 raise bad_request(f"Expecting object but got list at item {i} of input list")
             for key, value in item.items():
-                _add_instance(read, f"{i} key: {key}", key, value, specs, may_hold_bools)
+                _add_instance(read, f"{i} key: {echo(key)}", key, value, specs, may_hold_bools)
             if item.keys() != specs.keys():
                 raise bad_request(
                     f"Failed to process element: {i} of 'instances' list. JSON object: {_show(item)} "
@@ -564,7 +566,7 @@ def _add_instance(
     reads it; its errors name the element (``element``: "2", or "2 key: x")."""
     try:
         if name not in specs:
-            raise bad_request(f"JSON object: does not have named input: {name}")
+            raise bad_request(f"JSON object: does not have named input: {echo(name)}")
         shape, array = _read(value, specs[name].dtype, may_hold_bools)
         if read.get(name):
             first = read[name][0][0]
@@ -849,7 +851,7 @@ def _show(value: Any) -> str:
         for chunk in _SHOW_ENCODER.iterencode(value):
             shown += chunk
             if len(shown) > _SHOWN_CHARS:
-                return shown[:_SHOWN_CHARS] + "...(truncated)"
+                return shown[:_SHOWN_CHARS] + _TRUNCATED
     except (RecursionError, ValueError):
         return shown[:_SHOWN_CHARS] + "...(nested too deeply to show)"
     return shown
@@ -946,8 +948,16 @@ def _string_value(value: Any, as_b64: bool) -> Any:
     return data.decode("utf-8", errors="replace")
 
 
+def echo(text: str) -> str:
+    """A string from the request (a name, a path), as an error message quotes it: its first
+    _SHOWN_CHARS characters. An answer must not grow with what the client sent."""
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + _TRUNCATED
+
+
 def error_body(message: str) -> dict[str, str]:
-    """TF Serving's error object."""
+    """TF Serving's error object; a message past _MAX_ERROR_CHARS is cut there."""
+    if len(message) > _MAX_ERROR_CHARS:
+        message = message[:_MAX_ERROR_CHARS] + _TRUNCATED
     return {"error": message}
 
 
