@@ -477,7 +477,7 @@ def test_error_messages_quote_only_the_start_of_what_was_sent(server: Server) ->
     status, message = _error(_post(server, ":predict", named))
     assert status == 400 and message == (
         f"Failed to process element: 0 key: {quoted} of 'instances' list. "
-        f"Error: JSON object: does not have named input: {quoted}"
+        f"Error: INVALID_ARGUMENT: JSON object: does not have named input: {quoted}"
     )
     path = "p" * 10_000
     response = requests.get(f"{server.model_url}/{path}", timeout=SOCKET_WAIT_S)

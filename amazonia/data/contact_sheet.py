@@ -2,7 +2,7 @@
 
 A chip is read only if it is a regular file (no symlink followed, no FIFO waited on),
 and decoded only within the decode budget serialize and the server enforce
-(:func:`amazonia.data.records.images.check_decode_budget`, from its headers).
+(:func:`amazonia.data.records.images.check_image`, from its headers).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def _thumbnail(image_file: Path, thumb: int) -> Image.Image:
     256x256, and a header claiming far more is corrupt or hostile."""
     try:
         data = read_regular_file(image_file, MAX_CHIP_BYTES)
-        images.check_decode_budget(data)
+        images.check_image(data)
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as chip:

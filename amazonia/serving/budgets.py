@@ -1,7 +1,7 @@
 """What one request may cost, and who decodes first: per-request budgets and the decode scheduler.
 
 Each image is checked against the per-image decode budget before TensorFlow sees it
-(:func:`amazonia.data.records.images.check_decode_budget`); here a request is bounded as
+(:func:`amazonia.data.records.images.check_image`); here a request is bounded as
 a whole, so that work per request is bounded too:
 
 * at most ``max_instances`` instances (:func:`check_instances`);
@@ -68,7 +68,7 @@ def check_instances(tensors: Mapping[str, np.ndarray], limits: RequestLimits) ->
 
 
 def instance_pixels(tensors: Mapping[str, np.ndarray], limits: RequestLimits) -> list[int]:
-    """Decoded pixels of each instance's images (0 for inputs that are no images), after
+    """Decoded pixels of each instance's images (0 for strings that are no images), after
     checking each image against the per-image budget and their sum against
     ``max_request_pixels`` (400 for either). Headers only: nothing is decoded."""
     size = batch_size(tensors)
@@ -77,8 +77,10 @@ def instance_pixels(tensors: Mapping[str, np.ndarray], limits: RequestLimits) ->
         if array.dtype != object:
             continue
         for index, data in np.ndenumerate(array):
+            if image_headers.sniff_format(data) is None:
+                continue  # no image: a string the model reads otherwise, or refuses itself
             try:
-                images.check_decode_budget(data)
+                images.check_image(data)
             except images.BadImageError as err:
                 raise bad_request(f"input '{name}': {err}") from None
             totals[index[0] if size is not None and index else 0] += decoded_pixels(data)
@@ -99,7 +101,7 @@ def decoded_pixels(data: object) -> int:
         return 0
     try:
         header = image_headers.read_header(data, images.MAX_GIF_FRAMES)
-    except image_headers.HeaderTooLongError:  # refused by check_decode_budget before this
+    except image_headers.HeaderTooLongError:  # refused by check_image before this
         return 0
     return header.decoded_pixels if header is not None else 0
 

@@ -101,10 +101,6 @@ def check_image(data: bytes) -> str:
     return kind
 
 
-# Branches written against the decode budget alone call it by this name.
-check_decode_budget = check_image
-
-
 def _checked_header(data: bytes) -> ImageHeader | None:
     try:
         header = image_headers.read_header(data, MAX_GIF_FRAMES)
