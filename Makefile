@@ -1,6 +1,9 @@
-# make run   : set up .venv and run the whole pipeline (dvc repro) on the default data
-# make test  : set up .venv and run the test suite
-# make bench : benchmarks (numbers go into README.md)
+# make run   : set up .venv (requirements/runtime.txt) and run the whole pipeline (dvc repro) on the default data
+# make run GPU=1, make serve GPU=1 : the same with TensorFlow for NVIDIA GPUs (requirements/gpu.txt)
+# make test  : set up .venv with the test lock (runtime + Beam + dev tools) and run the test suite
+# make lint  : ruff, ruff format --check, zizmor, deptry
+# make lock  : write requirements/*.txt (hashed) from pyproject.toml; UPGRADE=1: everything to its newest
+# make bench : benchmarks (numbers go into docs/benchmarks.md)
 # make bench-scale : the whole pipeline at Kaggle scale (40,479 chips) in a temporary copy
 # make serve : serve models/PlanetModel over TF Serving's REST API on 127.0.0.1:8501
 # make push / make pull : share DVC outputs through the configured remote
@@ -9,21 +12,63 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed
+UV      = $(BIN)/uv
+
+# The lock .venv gets: test for the goals that need the dev tools, else runtime (gpu with
+# GPU=1; beam with BEAM=1, for serialize.runner: beam).
+DEV_GOALS := test lint bench bench-scale
+LOCK := $(if $(filter $(DEV_GOALS),$(MAKECMDGOALS)),test,$(if $(filter 1,$(GPU)),gpu,$(if $(filter 1,$(BEAM)),beam,runtime)))
+ifeq ($(GPU),1)
+ifneq ($(filter $(DEV_GOALS),$(MAKECMDGOALS))$(filter 1,$(BEAM)),)
+$(error GPU=1 installs requirements/gpu.txt, without Beam or dev tools: leave it off for $(or $(filter $(DEV_GOALS),$(MAKECMDGOALS)),BEAM=1))
+endif
+endif
 
 # DVC stages run `python`: make it the virtualenv's.
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
-export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install run test bench bench-scale lint clean serve push pull report
+.PHONY: install run test bench bench-scale lint lock clean serve push pull report
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml requirements.lock
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip==26.3
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[dev,beam]"
-	touch $(STAMP)
+# One stamp every goal goes through: `make -o .venv/.installed` (the tests' make) installs nothing.
+$(STAMP): $(VENV)/.installed-$(LOCK)
+	touch $@
+
+# A lock, hashes checked, and the package itself from the tree. tensorflow-cpu and tensorflow
+# (GPU) are one set of files: the lock's replaces the other. Installing a lock drops the other
+# locks' stamps, so going back installs that one again (uv: a second or two when nothing changed).
+$(VENV)/.installed-%: requirements/%.txt pyproject.toml | $(UV)
+	$(UV) pip uninstall --quiet --python $(BIN)/python $(if $(filter gpu,$*),tensorflow-cpu,tensorflow)
+	$(UV) pip install --quiet --python $(BIN)/python --require-hashes --no-deps -r $<
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# The virtualenv, and uv in it (installed by the virtualenv's pip, hashes checked).
+$(UV): requirements/uv.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r $<
+	touch $@
+
+# uv resolves pyproject.toml and its build-system requirement (the package installs with
+# --no-build-isolation: setuptools comes from the lock too) for CPython 3.11 on x86-64 Linux,
+# wherever it runs. A lock's current pins are uv's preferences: only what pyproject.toml
+# changed moves (UPGRADE=1: everything to its newest). test.txt is resolved first and the
+# others take its versions: one lock installed over another changes no version.
+BUILD_REQUIRES = $(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")'
+COMPILE = $(UV) pip compile --quiet --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	--custom-compile-command "make lock" $(if $(filter 1,$(UPGRADE)),--upgrade)
+lock: | $(UV)
+	$(BUILD_REQUIRES) | $(COMPILE) pyproject.toml - --extra cpu --extra beam --group dev \
+		--excludes requirements/cpu-excludes.txt -o requirements/test.txt
+	$(BUILD_REQUIRES) | $(COMPILE) pyproject.toml - --extra cpu -c requirements/test.txt \
+		--excludes requirements/cpu-excludes.txt -o requirements/runtime.txt
+	$(BUILD_REQUIRES) | $(COMPILE) pyproject.toml - --extra cpu --extra beam -c requirements/test.txt \
+		--excludes requirements/cpu-excludes.txt -o requirements/beam.txt
+	$(BUILD_REQUIRES) | $(COMPILE) pyproject.toml - --extra gpu -c requirements/test.txt -o requirements/gpu.txt
+	$(COMPILE) requirements/uv.in -o requirements/uv.txt
 
 run: install
 	$(BIN)/dvc repro
@@ -53,10 +98,14 @@ report: install
 	$(BIN)/python -m amazonia.report --base "$$BASE"
 
 # zizmor: GitHub Actions security (injection, unpinned actions, leaked credentials), offline.
+# deptry: the package and the stage scripts import only their runtime dependencies, and all
+# of them; then every import anywhere, tests and benchmarks too, is declared (dev group allowed).
 lint: install
 	$(BIN)/ruff check amazonia stages tests bench
 	$(BIN)/ruff format --check amazonia stages tests bench
 	$(BIN)/zizmor --offline --persona=pedantic .github/workflows/
+	$(BIN)/deptry .
+	$(BIN)/deptry . --exclude '\.venv|\.git' --ignore DEP002,DEP004
 
 clean:
 	rm -rf $(VENV)

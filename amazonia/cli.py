@@ -18,20 +18,22 @@ import math
 import os
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from amazonia.common.errors import AmazoniaError
-from amazonia.common.params import MAX_SECONDS, PARAMS_FILE, Params, load_params
+from amazonia.common.params import PARAMS_FILE, Params, load_params
 from amazonia.common.paths import MODELS_DIR
+from amazonia.common.tf_logging import quiet_tensorflow_logs
+from amazonia.serving.params import MAX_SECONDS, ServeParams, check_value, load_serve_params
 
 log = logging.getLogger(__name__)
-
-# Set before TensorFlow is first imported: its C++ start-up chatter is not for users.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command in ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    quiet_tensorflow_logs()  # before `serve` loads TensorFlow
     try:
         params = load_params() if PARAMS_FILE.is_file() else Params()
         args = build_parser(params).parse_args(argv)
@@ -46,21 +48,24 @@ def main(argv: list[str] | None = None) -> int:
 
 def build_parser(params: Params) -> argparse.ArgumentParser:
     """The argument parser, its defaults taken from ``params``."""
+    serve = load_serve_params(params.serve, str(PARAMS_FILE))
     parser = argparse.ArgumentParser(prog="amazonia", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_serve(commands, params)
-    _add_predict(commands, params)
+    _add_serve(commands, params, serve)
+    _add_predict(commands, params, serve)
     return parser
 
 
-def _add_serve(commands: argparse._SubParsersAction, params: Params) -> None:
-    serve = params.serve
+def _add_serve(commands: argparse._SubParsersAction, params: Params, serve: ServeParams) -> None:
     name = params.export.model_name
     parser = commands.add_parser(
         "serve",
         help="serve models/<name>/ over TensorFlow Serving's REST API",
         description="Serve every version folder of models/<name>/ over TF Serving's REST API "
         "(the highest by default); new versions are picked up while it runs.",
+        epilog="Defaults, and the limits without a flag (write timeout, unsent answer bytes, instances and "
+        "decoded pixels per request, header size, shutdown grace), come from serve: in params.yaml; "
+        "see docs/serving.md.",
     )
     parser.add_argument("--model-name", default=name, help=f"name in the URLs (default {name})")
     parser.add_argument(
@@ -68,36 +73,43 @@ def _add_serve(commands: argparse._SubParsersAction, params: Params) -> None:
         type=Path,
         help=f"folder of the version folders (default {MODELS_DIR}/<model-name>)",
     )
-    parser.add_argument("--host", default=serve.host, help=f"address to bind (default {serve.host})")
-    parser.add_argument("--port", type=_port, default=serve.port, help=f"REST port (default {serve.port})")
+    parser.add_argument(
+        "--host",
+        type=_serve_flag("host", str),
+        default=serve.host,
+        help=f"address to bind (default {serve.host})",
+    )
+    parser.add_argument(
+        "--port", type=_serve_flag("port", int), default=serve.port, help=f"REST port (default {serve.port})"
+    )
     parser.add_argument(
         "--poll-seconds",
-        type=_seconds,
+        type=_serve_flag("poll_seconds", float),
         default=serve.poll_seconds,
         help=f"how often to look for new versions (default {serve.poll_seconds:g})",
     )
     parser.add_argument(
         "--max-body-mb",
-        type=_positive_float,
+        type=_serve_flag("max_body_mb", float),
         default=serve.max_body_mb,
         help=f"larger requests, also once gunzipped, are answered 413 (default {serve.max_body_mb:g})",
     )
     parser.add_argument(
         "--read-timeout",
-        type=_seconds,
+        type=_serve_flag("read_timeout_seconds", float),
         default=serve.read_timeout_seconds,
         help="seconds a request's head, then its body, may take to arrive "
         f"(default {serve.read_timeout_seconds:g})",
     )
     parser.add_argument(
         "--keep-alive",
-        type=_seconds,
+        type=_serve_flag("keep_alive_seconds", float),
         default=serve.keep_alive_seconds,
         help=f"seconds an idle connection is kept open (default {serve.keep_alive_seconds:g})",
     )
     parser.add_argument(
         "--max-connections",
-        type=_positive_int,
+        type=_serve_flag("max_connections", int),
         default=serve.max_connections,
         help=f"more at once are answered 503 (default {serve.max_connections})",
     )
@@ -105,9 +117,11 @@ def _add_serve(commands: argparse._SubParsersAction, params: Params) -> None:
     parser.set_defaults(run=run_serve, serve_params=serve)
 
 
-def _add_predict(commands: argparse._SubParsersAction, params: Params) -> None:
-    host = "127.0.0.1" if params.serve.host in ("0.0.0.0", "::", "") else params.serve.host
-    url = f"http://{host}:{params.serve.port}/v1/models/{params.export.model_name}"
+def _add_predict(commands: argparse._SubParsersAction, params: Params, serve: ServeParams) -> None:
+    from amazonia.client.predict import DEFAULT_TIMEOUT_S
+
+    host = "127.0.0.1" if serve.host in ("0.0.0.0", "::", "") else serve.host
+    url = f"http://{host}:{serve.port}/v1/models/{params.export.model_name}"
     parser = commands.add_parser(
         "predict",
         help="tag image files with a served model",
@@ -125,7 +139,13 @@ def _add_predict(commands: argparse._SubParsersAction, params: Params) -> None:
         help="read the label map and thresholds from this models/<name>/ (or version) folder instead "
         "of the server: needed with real TF Serving",
     )
-    parser.add_argument("--timeout", type=_seconds, default=60.0, help="seconds per request (default 60)")
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_TIMEOUT_S,
+        help=f"seconds each request may take in all: connect, send, the whole answer "
+        f"(default {DEFAULT_TIMEOUT_S:g})",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is sent")
     parser.set_defaults(run=run_predict)
 
@@ -153,13 +173,7 @@ def run_serve(args: argparse.Namespace) -> int:
     # Imported here: TensorFlow takes seconds to load and 'predict' does not need the server.
     from amazonia.serving.server import create_app, serve
 
-    app = create_app(
-        base,
-        args.model_name,
-        settings.poll_seconds,
-        int(settings.max_body_mb * 2**20),
-        settings.read_timeout_seconds,
-    )
+    app = create_app(base, args.model_name, settings)
     log.info("serving %s as %r on http://%s:%d", base, args.model_name, args.host, args.port)
     serve(app, sock, settings, verbose=args.verbose)
     return 0
@@ -167,8 +181,13 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def bind(host: str, port: int) -> socket.socket:
     """A TCP socket bound to ``host:port`` for the server; an error naming the address if it
-    is taken or not this machine's."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    is taken, not this machine's, or a name that does not resolve."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    except (OSError, UnicodeError) as err:  # gaierror; IDNA's for a label over 63 characters
+        raise AmazoniaError(
+            f"cannot listen on {host}:{port}: {getattr(err, 'strerror', None) or err}; pass another --host"
+        ) from None
     # IPPROTO_TCP named, not left 0: asyncio sets TCP_NODELAY only on sockets that say they
     # are TCP, and without it Nagle and delayed ACKs add ~40 ms to every answer.
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -191,15 +210,28 @@ _BIND_HINTS = {
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    """Print the tags of each image."""
+    """Print the tags of each image as its answer arrives."""
+    import signal
+
     from amazonia.client.predict import predict_files
 
-    results = predict_files(args.images, args.url, model_dir=args.model_dir, timeout=args.timeout)
-    if args.json:
-        print(json.dumps([r.to_json() for r in results], indent=2))
-    else:
-        for result in results:
-            print(result.describe())
+    tagged = predict_files(args.images, args.url, model_dir=args.model_dir, timeout=args.timeout)
+    try:
+        if args.json:
+            # The array json.dumps(..., indent=2) writes, one item at a time.
+            opening = "["
+            for result in tagged:
+                item = json.dumps(result.to_json(), indent=2).replace("\n", "\n  ")
+                print(f"{opening}\n  {item}", end="", flush=True)
+                opening = ","
+            print("\n]" if opening == "," else "[]", flush=True)
+        else:
+            for result in tagged:
+                print(result.describe(), flush=True)
+    except BrokenPipeError:
+        # The reader went away (`amazonia predict ... | head -1`): stop quietly, as cat does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     return 0
 
 
@@ -220,24 +252,23 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} must be > 0")
-    return value
+def _serve_flag(key: str, kind: type) -> Callable[[str], Any]:
+    """An argparse type for the flag of ``serve.<key>``: the value, checked against the key's
+    bounds in the schema (a flag and its key take the same values)."""
 
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a {'whole number' if kind is int else 'number'} (serve.{key})"
+            ) from None
+        try:
+            return check_value(key, value)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text} is not a port: ports are 1 to 65535")
-    return value
+    return parse
 
 
 def _configure_logging(verbose: bool) -> None:

@@ -1,6 +1,6 @@
 """``python -m bench [NAME ...]``: run the benchmarks and print their markdown reports.
 
-Sizes come from ``BENCH_N``, ``BENCH_MEM_N``, ``BENCH_SEED``, ``BENCH_REPEATS`` or the
+Sizes come from ``BENCH_N``, ``BENCH_SERIALIZE_N``, ``BENCH_MEM_N``, ``BENCH_SEED``, ``BENCH_REPEATS`` or the
 options below.
 """
 
@@ -18,10 +18,13 @@ BENCHMARKS: tuple[str, ...] = (
     "serialize",
     "input_pipeline",
     "serving",
+    "client",
 )
-# Run only when named, minutes each: the whole pipeline at Kaggle scale (``make bench-scale``),
-# the training speed of every train.architecture.
-ON_REQUEST: tuple[str, ...] = ("scale", "architectures")
+# Run only when named: the whole pipeline at Kaggle scale (``make bench-scale``, minutes),
+# what decoder bombs cost TensorFlow (a minute), the threshold strategies on a trained
+# project (``BENCH_PROJECT``, default this checkout), and the training speed of every
+# train.architecture (minutes).
+ON_REQUEST: tuple[str, ...] = ("scale", "decoder_bombs", "thresholds", "architectures")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -33,6 +36,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"of {', '.join(BENCHMARKS + ON_REQUEST)} (default: all but {', '.join(ON_REQUEST)})",
     )
     parser.add_argument("--n", type=int, help="chips for throughput and size (BENCH_N, default 2000)")
+    parser.add_argument(
+        "--serialize-n", type=int, help="chips of the serialize comparison (BENCH_SERIALIZE_N, 20000)"
+    )
     parser.add_argument(
         "--mem-n", type=int, help="chips of the smaller peak-memory run, the larger 4x (BENCH_MEM_N, 1000)"
     )
@@ -47,7 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [n for n in args.names if n not in known]
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(known)}")
-    for option in ("n", "mem_n", "seed", "repeats", "scale_n", "scale_epochs"):
+    for option in ("n", "serialize_n", "mem_n", "seed", "repeats", "scale_n", "scale_epochs"):
         value = getattr(args, option)
         if value is not None and value < (0 if option in ("seed", "scale_epochs") else 1):
             parser.error(f"--{option.replace('_', '-')} {value}: too small")
@@ -62,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
 
     given = {
         "n": args.n,
+        "serialize_n": args.serialize_n,
         "mem_n": args.mem_n,
         "seed": args.seed,
         "repeats": args.repeats,

@@ -1,8 +1,8 @@
 """Training speed of every ``train.architecture``: images/s at each precision, and size.
 
 ``python -m bench architectures`` (minutes: not in the default set) serializes the first 640
-of the shared synthetic chips (``--n``) at 128 px, ``train.image_size``'s default, and trains
-each architecture on them in ``float32`` and ``mixed_bfloat16``, each run in a process of its
+of the shared synthetic chips (``--n``) and trains each architecture on them at 128 px
+(``train.image_size``'s default) in ``float32`` and ``mixed_bfloat16``, each run in a process of its
 own (``bench.train_speed``): images/s over fixed timed batches after untimed ones (tracing, the
 first decode), every layer training. A frozen warm-up (``train.weights: imagenet``'s first
 epochs) runs faster than these numbers.
@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 
-from amazonia.common.params import ARCHITECTURES
+from amazonia.common.params import ARCHITECTURES, TrainParams
 from bench.common import (
     WORK_DIR,
     Settings,
@@ -27,11 +27,12 @@ from bench.common import (
     save_results,
 )
 from bench.scale import tool_env
-from bench.serialize import IMAGE_SIZE, JPEG_QUALITY, PROJECT_ROOT, SHARD_MB
+from bench.serialize import PROJECT_ROOT, SHARD_MB
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("float32", "mixed_bfloat16")
+IMAGE_SIZE = TrainParams().image_size
 BATCH_SIZE = 32
 # Untimed, then timed batches: the large backbones run a few images/s on 2 cores.
 WARMUP_BATCHES, TIMED_BATCHES = 3, 10
@@ -61,15 +62,7 @@ def run(settings: Settings) -> str:
     chips = chip_set(settings.n, settings.seed)
     split = SCRATCH / "train"
     shutil.rmtree(split, ignore_errors=True)
-    write_split(
-        chips.head(min(settings.n, SPLIT_CHIPS)),
-        chips.root,
-        split,
-        split="train",
-        image_size=IMAGE_SIZE,
-        shard_mb=SHARD_MB,
-        jpeg_quality=JPEG_QUALITY,
-    )
+    write_split(chips.head(min(settings.n, SPLIT_CHIPS)), chips.root, split, split="train", shard_mb=SHARD_MB)
     busy = cpu_busy_percent()
     runs = []
     for architecture in ARCHITECTURES:

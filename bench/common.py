@@ -37,6 +37,7 @@ class Settings:
     """Sizes shared by all benchmarks; environment variables give the defaults."""
 
     n: int = 2000  # chips for throughput and size (BENCH_N)
+    serialize_n: int = 20_000  # chips of the serialize comparison: start-up must not be the figure
     mem_n: int = 1000  # smaller size of the peak-memory runs; the larger is 4x (BENCH_MEM_N)
     seed: int = 0  # synthetic chip seed (BENCH_SEED)
     repeats: int = 3  # timed runs per method; the median is reported (BENCH_REPEATS)
@@ -45,10 +46,11 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        """Defaults overridden by ``BENCH_N``, ``BENCH_MEM_N``, ``BENCH_SEED``, ``BENCH_REPEATS``,
-        ``BENCH_SCALE_N``, ``BENCH_SCALE_EPOCHS``."""
+        """Defaults overridden by ``BENCH_N``, ``BENCH_SERIALIZE_N``, ``BENCH_MEM_N``, ``BENCH_SEED``,
+        ``BENCH_REPEATS``, ``BENCH_SCALE_N``, ``BENCH_SCALE_EPOCHS``."""
         return cls(
             n=_env_int("BENCH_N", cls.n),
+            serialize_n=_env_int("BENCH_SERIALIZE_N", cls.serialize_n),
             mem_n=_env_int("BENCH_MEM_N", cls.mem_n),
             seed=_env_int("BENCH_SEED", cls.seed, minimum=0),
             repeats=_env_int("BENCH_REPEATS", cls.repeats),

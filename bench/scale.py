@@ -154,7 +154,7 @@ def measure(repo: Path, settings: Settings) -> dict:
     train_examples = read_manifest(train_dir).examples
     train = next(s for s in stages if s["stage"] == "train")
     epochs = params["train"]["epochs"]
-    image_size, batch_size = params["serialize"]["image_size"], params["train"]["batch_size"]
+    image_size, batch_size = params["train"]["image_size"], params["train"]["batch_size"]
     speeds = [training_speed(train_dir, p, image_size, batch_size) for p in PRECISIONS]
     return {
         "n_images": settings.scale_n,

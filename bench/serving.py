@@ -15,10 +15,14 @@ to ``bench/.work/serving/`` and served by a real ``amazonia serve`` process. Mea
   batching concurrent requests into one call would pay on this machine;
 * reloads: the served version re-published (as ``dvc repro`` does: an atomic exchange)
   with a changed thresholds.json, so that the reload shows: the server's RSS before and
-  after 20 reloads, and p50/p99/max of one client's requests while reloads happen.
+  after 20 reloads, and p50/p99/max of one client's requests while reloads happen;
+* heavy requests: p50/p99 of one client's chip requests (``serving_bytes``, one JPEG)
+  alone, then while four clients send the heaviest request the default budgets allow
+  (``serve.max_request_pixels``: four 4096 x 4096 PNGs) one after another.
 
 Client and server share the machine's cores, as they would on a laptop.
-Run alone with ``python -m bench.serving``; ``python -m bench`` runs it with the rest.
+Run alone with ``python -m bench.serving`` (``python -m bench.serving heavy``: only the
+heavy-request part); ``python -m bench`` runs it with the rest.
 """
 
 from __future__ import annotations
@@ -69,6 +73,13 @@ PREDICT_COMMAND_CALLS = 5  # fresh `amazonia predict` processes; the median is r
 PREDICT_COMMAND_BEFORE_S = 3.5  # per call when it imported TensorFlow (issue 8's figure)
 BUSY_WARN_PERCENT = 10.0
 START_TIMEOUT_S = 180
+HEAVY_CLIENTS = 4
+HEAVY_IMAGE_SIDE = 4096  # the per-image decode budget's side
+HEAVY_IMAGES = 4  # per request: serve.max_request_pixels' default, 4 x 4096 x 4096
+HEAVY_CHIP_REQUESTS = 100  # alone, and at least as many under the heavy load
+HEAVY_MEASURE_S = 30.0  # under the heavy load, chip requests go on this long at least
+HEAVY_WARMUP_S = 3.0  # the heavy clients are all under way
+GOAL_HEAVY_P99_MS = 1000.0
 SCRATCH = WORK_DIR / "serving"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,7 +101,7 @@ def export_model(base_path: Path) -> Path:
     keras.utils.set_random_seed(0)
     version_dir = base_path / "1"
     thresholds = {"ground": {label: 0.5 for label in LABELS_GROUND}}
-    export_saved_model(build_model(IMAGE_SIZE), version_dir, IMAGE_SIZE, label_map(), thresholds)
+    export_saved_model(build_model(IMAGE_SIZE), version_dir, label_map(), thresholds)
     return version_dir
 
 
@@ -386,6 +397,125 @@ def measure_predict_command(model_url: str, chip: Path, calls: int = PREDICT_COM
     return {"calls": calls, "median_s": statistics.median(times), "max_s": max(times), "stderr": stderr}
 
 
+def heavy_body() -> bytes:
+    """The heaviest request the default budgets allow: HEAVY_IMAGES PNGs of HEAVY_IMAGE_SIDE
+    squared pixels (a gradient: small files, every pixel decoded and resized all the same)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from amazonia.export.contract import SIGNATURE_BYTES
+
+    instances = []
+    for i in range(HEAVY_IMAGES):
+        gradient = np.linspace(0, 255, HEAVY_IMAGE_SIDE, dtype=np.uint8)
+        pixels = np.stack(
+            np.broadcast_arrays(gradient[None, :], gradient[:, None], np.uint8(40 * i)), axis=-1
+        )
+        buffer = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(pixels), "RGB").save(buffer, format="PNG")
+        instances.append({"b64": base64.b64encode(buffer.getvalue()).decode("ascii")})
+    return json.dumps({"signature_name": SIGNATURE_BYTES, "instances": instances}).encode()
+
+
+def _chip_latencies(url: str, body: bytes, n: int, min_seconds: float = 0.0) -> list[float]:
+    """Milliseconds of at least ``n`` sequential requests, sent for ``min_seconds`` at least."""
+    times = []
+    with requests.Session() as session:
+        for _ in range(WARMUP_REQUESTS):
+            _post(session, url, body)
+        until = time.perf_counter() + min_seconds
+        while len(times) < n or time.perf_counter() < until:
+            start = time.perf_counter()
+            _post(session, url, body)
+            times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def measure_latency_under_heavy_requests(url: str, chip_body: bytes, heavy: bytes) -> dict:
+    """p50/p99/max of sequential chip requests alone, then while HEAVY_CLIENTS clients send
+    ``heavy`` back to back; and how long the heavy requests took meanwhile."""
+    alone = _chip_latencies(url, chip_body, HEAVY_CHIP_REQUESTS)
+    stop = threading.Event()
+    heavy_seconds: list[float] = []
+    errors: list[str] = []
+
+    def heavy_client() -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                start = time.perf_counter()
+                try:
+                    _post(session, url, heavy)
+                except Exception as err:  # noqa: BLE001 - counted, reported below
+                    errors.append(repr(err))
+                    return
+                heavy_seconds.append(time.perf_counter() - start)
+
+    clients = [threading.Thread(target=heavy_client) for _ in range(HEAVY_CLIENTS)]
+    for client in clients:
+        client.start()
+    try:
+        time.sleep(HEAVY_WARMUP_S)
+        loaded = _chip_latencies(url, chip_body, HEAVY_CHIP_REQUESTS, HEAVY_MEASURE_S)
+    finally:
+        stop.set()
+        for client in clients:
+            client.join()
+    if errors:
+        raise RuntimeError(f"{len(errors)} heavy requests failed, first: {errors[0]}")
+
+    def summary(times: list[float]) -> dict:
+        return {
+            "p50_ms": float(np.percentile(times, 50)),
+            "p99_ms": float(np.percentile(times, 99)),
+            "max_ms": max(times),
+        }
+
+    from amazonia.common.params import load_params
+    from amazonia.serving.params import load_serve_params
+
+    served = load_serve_params(load_params(PROJECT_ROOT / "params.yaml").serve, "params.yaml")
+    return {
+        "decode_concurrency": served.decode_concurrency,
+        "max_request_pixels": served.max_request_pixels,
+        "chip_requests": len(alone),
+        "chip_requests_under_heavy": len(loaded),
+        "heavy_clients": HEAVY_CLIENTS,
+        "heavy_images": HEAVY_IMAGES,
+        "heavy_image_side": HEAVY_IMAGE_SIDE,
+        "heavy_body_bytes": len(heavy),
+        "alone": summary(alone),
+        "under_heavy": summary(loaded),
+        "heavy_requests": len(heavy_seconds),
+        "heavy_median_s": statistics.median(heavy_seconds) if heavy_seconds else None,
+    }
+
+
+def measure_heavy(settings: Settings) -> dict:
+    """Only the heavy-request measurement, on a server of its own."""
+    if SCRATCH.exists():
+        shutil.rmtree(SCRATCH)
+    SCRATCH.mkdir(parents=True)
+    base_path = SCRATCH / "models" / MODEL_NAME
+    export_model(base_path)
+    chip_body = bodies(write_chip(SCRATCH / "chip.jpg"))["bytes (b64 JPEG)"]
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}:predict"
+    busy = cpu_busy_percent()
+    proc = start_server(base_path, port, SCRATCH / "serve.log")
+    try:
+        heavy = measure_latency_under_heavy_requests(url, chip_body, heavy_body())
+    finally:
+        stop_server(proc)
+    return {
+        "image_size": IMAGE_SIZE,
+        "cpu_busy_percent_before": busy,
+        "cpu_busy_percent_after": cpu_busy_percent(),
+        "heavy": heavy,
+    }
+
+
 def measure(settings: Settings) -> dict:
     """Everything in :func:`format_report`, with the server started and always stopped."""
     if SCRATCH.exists():
@@ -433,6 +563,8 @@ def measure(settings: Settings) -> dict:
             url, float_body, source, version_dir, thresholds_url, RELOADS_UNDER_LOAD
         )
         reload_memory = measure_reload_memory(source, version_dir, thresholds_url, proc.pid, RELOADS)
+        log.info("timing chip requests alone and under %d heavy clients", HEAVY_CLIENTS)
+        heavy = measure_latency_under_heavy_requests(url, payloads["bytes (b64 JPEG)"], heavy_body())
     finally:
         stop_server(proc)
     busy_after = cpu_busy_percent()
@@ -447,6 +579,7 @@ def measure(settings: Settings) -> dict:
         "model_calls_images_per_s": model_calls,
         "during_reloads": during_reloads,
         "reload_memory": reload_memory,
+        "heavy": heavy,
         "goal_p50_ms": GOAL_P50_MS,
     }
 
@@ -539,6 +672,8 @@ def format_report(results: dict) -> str:
             batching,
             "",
             *format_reload_report(results),
+            "",
+            *format_heavy_report(results),
         ]
     )
 
@@ -585,6 +720,44 @@ def format_reload_report(results: dict) -> list[str]:
     ]
 
 
+def format_heavy_report(results: dict) -> list[str]:
+    """Lines on a chip's latency while the heaviest allowed requests run."""
+    heavy = results.get("heavy")
+    if heavy is None:  # results saved before it was measured
+        return []
+    side = heavy["heavy_image_side"]
+    alone, loaded = heavy["alone"], heavy["under_heavy"]
+    p99 = loaded["p99_ms"]
+    return [
+        "### A chip while the heaviest allowed requests run",
+        "",
+        f"One client sends a b64 JPEG chip, one request after another, alone ({heavy['chip_requests']} "
+        f"requests), then ({heavy['chip_requests_under_heavy']} requests) while {heavy['heavy_clients']} "
+        "clients each send, back to back, the heaviest request the "
+        f"default budgets allow: {heavy['heavy_images']} PNGs of {side} x {side} "
+        f"({heavy['heavy_body_bytes'] / 1024:,.0f} KiB of JSON; serve.max_request_pixels), "
+        f"{heavy['heavy_requests']} of them meanwhile, median "
+        f"{heavy['heavy_median_s'] or 0:.1f} s each; serve.decode_concurrency "
+        f"{heavy.get('decode_concurrency', '?')}.",
+        "",
+        markdown_table(
+            ["chip request, serving_bytes", "p50 ms", "p99 ms", "max ms"],
+            [
+                ["alone", f"{alone['p50_ms']:.1f}", f"{alone['p99_ms']:.1f}", f"{alone['max_ms']:.0f}"],
+                [
+                    f"while {heavy['heavy_clients']} heavy clients run",
+                    f"{loaded['p50_ms']:.1f}",
+                    f"{p99:.1f}",
+                    f"{loaded['max_ms']:.0f}",
+                ],
+            ],
+        ),
+        "",
+        f"- goal p99 < {GOAL_HEAVY_P99_MS:g} ms under the heavy load: {_met(p99 < GOAL_HEAVY_P99_MS)} "
+        f"({p99:.0f} ms)",
+    ]
+
+
 def run(settings: Settings) -> str:
     """Measure, save ``bench/.work/serving.json`` and return the markdown report."""
     results = measure(settings)
@@ -595,4 +768,9 @@ def run(settings: Settings) -> str:
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     print(f"Machine: {machine_description()}\n")
-    print(run(Settings.from_env()))
+    if sys.argv[1:] == ["heavy"]:
+        only_heavy = measure_heavy(Settings.from_env())
+        save_results("serving_heavy", Settings.from_env(), only_heavy)
+        print("\n".join(format_heavy_report(only_heavy)))
+    else:
+        print(run(Settings.from_env()))

@@ -21,12 +21,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("split_dir", type=Path, help="a serialized split, e.g. data/tfrecords/train")
     # Defaults, model and seed: the params' own defaults (amazonia/common/params.py).
-    from amazonia.common.params import ARCHITECTURES, SerializeParams, TrainParams
+    from amazonia.common.params import ARCHITECTURES, TrainParams
 
     train = TrainParams()
     parser.add_argument("--architecture", choices=ARCHITECTURES, default=train.architecture)
     parser.add_argument("--precision", default=train.precision)
-    parser.add_argument("--image-size", type=int, default=SerializeParams().image_size)
+    parser.add_argument("--image-size", type=int, default=train.image_size)
     parser.add_argument("--batch-size", type=int, default=train.batch_size)
     parser.add_argument("--steps", type=int, default=120, help="timed batches after the warm-up")
     parser.add_argument("--warmup", type=int, default=20, help="untimed batches first (at least 1)")

@@ -1,7 +1,8 @@
 """Stage export: models/model.keras -> models/candidates/<export.model_name>/<export.version>/.
 
 A SavedModel in TF Serving's layout with two signatures (float chips, and encoded
-image bytes), the label vocabulary and the tuned ground thresholds beside it in
+image bytes), both averaging over each chip's eight views when evaluate.tta is d4 (the
+predictions the thresholds were chosen on), the label vocabulary and the tuned ground thresholds beside it in
 assets.extra/. It is a candidate, polled by no server: the smoke_check stage
 exercises it and only then publishes it to models/<name>/<version>/.
 """
@@ -29,9 +30,9 @@ def main() -> None:
     export_saved_model(
         model,
         candidate_dir(MODELS_DIR, params.export.model_name, params.export.version),
-        image_size=params.serialize.image_size,
         label_map=label_map,
         thresholds=thresholds,
+        tta=params.evaluate.tta,
     )
 
 

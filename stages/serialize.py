@@ -2,7 +2,7 @@
 
 Usage: python stages/serialize.py <split>
 
-``serialize.runner`` picks the local process pool or Apache Beam; both write the same bytes.
+``serialize.runner`` picks the local writer (one process) or Apache Beam; both write the same bytes.
 """
 
 import sys
@@ -21,20 +21,14 @@ def main() -> None:
     split = sys.argv[1]
     params = load_params()
     rows = read_split_rows(LABELS_CSV, split)
-    shape = dict(
-        split=split,
-        image_size=params.serialize.image_size,
-        shard_mb=params.serialize.shard_mb,
-        on_bad_image=params.serialize.on_bad_image,
-        jpeg_quality=params.serialize.jpeg_quality,
-    )
+    shape = dict(split=split, shard_mb=params.serialize.shard_mb, on_bad_image=params.serialize.on_bad_image)
     if params.serialize.runner == "beam":
         beam_writer = _import_beam_writer()
         beam_writer.write_split_beam(
             rows, RAW_DIR, RECORDS_DIR / split, beam_options=params.serialize.beam_options, **shape
         )
     else:
-        write_split(rows, RAW_DIR, RECORDS_DIR / split, workers=params.runtime.workers, **shape)
+        write_split(rows, RAW_DIR, RECORDS_DIR / split, **shape)
 
 
 def _import_beam_writer():
@@ -46,7 +40,7 @@ def _import_beam_writer():
             raise
         raise AmazoniaError(
             "serialize.runner: beam needs Apache Beam, which is not installed: "
-            "pip install -c requirements.lock -e '.[beam]' (make install does), "
+            "make install BEAM=1 (make test installs it too), "
             "or set serialize.runner: local"
         ) from None
     return beam_writer

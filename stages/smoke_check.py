@@ -3,7 +3,8 @@ then publish it to models/<export.model_name>/<export.version>/ only if it passe
 
 Checks what `saved_model_cli show --all` shows against the serving contract
 (amazonia.export.contract.SIGNATURES), runs both signatures on random input and on
-real test chips, compares them with models/model.keras and with each other, and runs
+real test chips, compares them with models/model.keras (with evaluate.tta, as the
+export was made) and with each other, and runs
 `saved_model_cli run` once. metrics/smoke.json is written either way. A passed check
 swaps the candidate into the served version folder atomically; a failed one leaves
 that folder as it was and exits 1 naming the failures, so `dvc repro` stops.
@@ -26,7 +27,7 @@ def main() -> None:
         candidate,
         keras_model=MODEL_KERAS,
         test_split=RECORDS_DIR / "test",
-        image_size=params.serialize.image_size,
+        tta=params.evaluate.tta,
     )
     write_json_atomic(SMOKE_JSON, report.to_json())
     report.raise_if_failed()

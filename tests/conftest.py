@@ -15,11 +15,15 @@ import sys
 import time
 import zipfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import yaml
+
+from amazonia.data.vocabulary import LABELS_GROUND
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "reference"
@@ -28,9 +32,9 @@ BIN = Path(sys.executable).parent
 # Small enough for seconds per stage, large enough for every split to get chips.
 TINY_PARAMS = {
     "data": {"n_images": 60, "seed": 7},
-    "serialize": {"image_size": 32, "shard_mb": 0.05},
+    "serialize": {"shard_mb": 0.05},
     "runtime": {"workers": 2},
-    "train": {"epochs": 2, "batch_size": 16, "image_size": 32},
+    "train": {"image_size": 32, "epochs": 2, "batch_size": 16},
 }
 
 
@@ -227,22 +231,28 @@ SERVER_START_TIMEOUT_S = 120
 
 
 def serve_models(
-    base_path: Path, log: Path, model: str, *options: str
+    base_path: Path, log: Path, model: str, *options: str, serve_params: dict | None = None
 ) -> Iterator[tuple[subprocess.Popen, int]]:
     """Run ``amazonia serve`` over ``base_path`` until it answers; yield (process, port); always stop it.
 
-    ``options`` are more ``amazonia serve`` flags (``--poll-seconds``, ...). Meant for
-    ``yield from`` inside a fixture."""
+    ``options`` are more ``amazonia serve`` flags (``--poll-seconds``, ...); ``serve_params``,
+    the ``serve:`` section of a params.yaml written beside ``log``, where the server then
+    runs (else it runs here, with the project's params.yaml). Meant for ``yield from``
+    inside a fixture."""
     import requests
 
     port = free_port()
+    cwd = None
+    if serve_params is not None:
+        cwd = log.parent
+        (cwd / "params.yaml").write_text(yaml.safe_dump({"serve": serve_params}))
     with log.open("w") as out:
         proc = subprocess.Popen(
             [
                 str(BIN / "amazonia"), "serve", "--port", str(port), "--host", "127.0.0.1",
                 "--model-name", model, "--model-base-path", str(base_path), *options,
             ],
-            stdout=out, stderr=subprocess.STDOUT, env=tool_env(),
+            stdout=out, stderr=subprocess.STDOUT, env=tool_env(), cwd=cwd,
         )  # fmt: skip
     try:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
@@ -422,3 +432,116 @@ def read_keras_weights(path: Path) -> list[np.ndarray]:
             for layer in handle.attrs["layer_names"]
             for name in handle[text(layer)].attrs["weight_names"]
         ]
+
+
+# --- A small filesystem, for a real full disk ---------------------------------------------
+
+# ``$1`` KiB of tmpfs on the folder ``$2``, then the command; what is left on it is listed.
+SMALL_FILESYSTEM = (
+    'folder="$2"; mount -t tmpfs -o size="$1"k tmpfs "$folder" || exit 99; shift 2; '
+    '"$@"; rc=$?; ls -A "$folder"; exit $rc'
+)
+
+
+def on_small_filesystem(
+    folder: Path, size_kib: int, command: list[str], cwd: Path
+) -> subprocess.CompletedProcess:
+    """Run ``command`` in ``cwd`` with ``folder`` on a fresh tmpfs of ``size_kib``, in a mount
+    namespace of its own (``unshare``: no root needed where unprivileged user namespaces are
+    allowed; skips where they are not). The tmpfs is gone when it ends; stdout ends with
+    what was left on it."""
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare (util-linux) to mount a small tmpfs in a private mount namespace")
+    args = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", SMALL_FILESYSTEM, "sh"]
+    result = subprocess.run(
+        [*args, str(size_kib), str(folder), *command], cwd=cwd, env=tool_env(), capture_output=True, text=True
+    )
+    if result.returncode == 99 or result.stderr.startswith("unshare: "):
+        pytest.skip(f"cannot mount a small tmpfs in a private mount namespace: {result.stderr.strip()}")
+    return result
+
+
+# --- Serving: one exported model and one server for every test that only asks ------------
+
+MODEL = "PlanetModel"
+SIZE = 32  # px: the served model is untrained; its cost does not matter, only its contract
+# A different threshold per label, so that a label/threshold mix-up anywhere (export, assets,
+# client) changes which ground tags come out.
+THRESHOLDS = {"ground": {label: round(0.05 + 0.07 * i, 2) for i, label in enumerate(LABELS_GROUND)}}
+# serve.* of the shared server: limits small enough to reach in a test in milliseconds.
+SERVER_PARAMS = {
+    "poll_seconds": 0.3,
+    "max_body_mb": 0.5,  # the 32 px float payloads are ~60 KB
+    "read_timeout_seconds": 1,  # tests of slow clients wait this long
+    "keep_alive_seconds": 1,
+    "write_timeout_seconds": 1,
+    "max_unsent_kb": 64,
+    "max_instances": 200,
+    "max_request_pixels": 2 * 4096 * 4096,
+}
+
+
+@dataclass
+class Exported:
+    root: Path
+    model: Any  # keras.Model: keras is imported by the fixture, not by every test module
+    chips: list[Path]
+
+    @property
+    def base_path(self) -> Path:
+        return self.root / "models" / MODEL
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen
+    port: int
+    log: Path
+
+    @property
+    def model_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1/models/{MODEL}"
+
+    def get(self, path: str = "", **kwargs: Any) -> Any:
+        import requests
+
+        return requests.get(self.model_url + path, timeout=30, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        import requests
+
+        return requests.post(self.model_url + path, timeout=60, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
+    """An untrained 32 px model exported as version 1 by the project's code, and six
+    256x256 synthetic chips (read-only: copy the model folder to change it)."""
+    import keras
+
+    from amazonia.data.kaggle import IMAGE_DIR
+    from amazonia.data.labels import label_map
+    from amazonia.data.synthetic.generate import generate_dataset
+    from amazonia.export.saved_model import export_saved_model
+    from amazonia.model.network import build_model
+
+    root = tmp_path_factory.mktemp("serving")
+    keras.utils.set_random_seed(0)
+    model = build_model(SIZE)
+    export_saved_model(model, root / "models" / MODEL / "1", label_map(), THRESHOLDS)
+    generate_dataset(root / "chips", 6, seed=1, workers=1)
+    return Exported(root, model, sorted((root / "chips" / IMAGE_DIR).glob("*.jpg")))
+
+
+@pytest.fixture(scope="session")
+def server(exported: Exported, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """``amazonia serve`` over ``exported`` with SERVER_PARAMS, shared by every test that
+    does not change its folder or stop it."""
+    yield from serving(exported.base_path, tmp_path_factory.mktemp("server"), SERVER_PARAMS)
+
+
+def serving(base_path: Path, folder: Path, serve_params: dict) -> Iterator[Server]:
+    """A Server over ``base_path`` with ``serve_params`` (params.yaml and log in ``folder``)."""
+    log = folder / "serve.log"
+    for proc, port in serve_models(base_path, log, MODEL, serve_params=serve_params):
+        yield Server(proc, port, log)

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-pytest.importorskip("apache_beam", reason="the 'beam' extra is not installed (make install installs it)")
+pytest.importorskip("apache_beam", reason="the 'beam' extra is not installed (make test installs it)")
 
 from PIL import Image  # noqa: E402
 
@@ -22,14 +22,14 @@ from amazonia.data.synthetic.generate import generate_dataset  # noqa: E402
 from tests.conftest import S3_ACCESS_KEY_ID, S3_BUCKET, S3_SECRET, file_digests  # noqa: E402
 
 N_CHIPS = 90
-SHAPE = dict(split="train", image_size=32, shard_mb=0.02, jpeg_quality=90)  # several shards
+SHAPE = dict(split="train", shard_mb=0.2)  # several shards
 IN_PROCESS = ["--direct_running_mode=in_memory"]
 TWO_PROCESSES = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
 
 
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory):
-    """Default chips, plus a converted one (PNG/RGBA), a truncated and a garbage one (skipped)."""
+    """Default chips, plus a PNG one (stored as it is), a truncated and a garbage one (skipped)."""
     root = tmp_path_factory.mktemp("raw")
     generate_dataset(root, N_CHIPS, seed=5, workers=1)
     buffer = io.BytesIO()
@@ -49,8 +49,8 @@ def rows(raw):
 @pytest.fixture(scope="module")
 def local(raw, rows, tmp_path_factory):
     out = tmp_path_factory.mktemp("local") / "train"
-    manifest = write_split(rows, raw, out, workers=2, **SHAPE)
-    assert len(manifest.shards) > 2 and len(manifest.skipped) == 2 and manifest.converted
+    manifest = write_split(rows, raw, out, **SHAPE)
+    assert len(manifest.shards) > 2 and len(manifest.skipped) == 2 and manifest.formats["PNG"] == 1
     return file_digests(out)
 
 
@@ -92,7 +92,7 @@ def test_beam_staging_on_an_object_store_writes_the_local_bytes_and_leaves_no_li
 def test_on_bad_image_error_names_the_same_chip_and_touches_nothing(raw, rows, tmp_path):
     messages = []
     for name, write, extra in (
-        ("local", write_split, {"workers": 1}),
+        ("local", write_split, {}),
         ("beam", write_split_beam, {"beam_options": IN_PROCESS}),
     ):
         out = tmp_path / name / "train"
@@ -110,7 +110,7 @@ def test_beam_reads_chips_it_cannot_open_as_skipped_like_local(raw, rows, tmp_pa
     image_path(root, "train_4").unlink()
     digests = []
     for name, write, extra in (
-        ("local", write_split, {"workers": 1}),
+        ("local", write_split, {}),
         ("beam", write_split_beam, {"beam_options": IN_PROCESS}),
     ):
         manifest = write(rows, root, tmp_path / name, **SHAPE, **extra)

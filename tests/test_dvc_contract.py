@@ -213,13 +213,13 @@ def test_the_check_fails_when_a_dep_or_a_param_line_is_removed() -> None:
     assert "amazonia/data/synthetic/tag_combinations.csv" in uncovered(without_synthetic)
     whole = Stage(**{**serialize.__dict__, "params": ("serialize",)})
     assert declared_how_keys(whole) == ["serialize.beam_options", "serialize.runner"]
-    evaluate = STAGES["evaluate"]
-    narrowed = Stage(**{**evaluate.__dict__, "params": ()})
-    assert undeclared_params(narrowed) == ["serialize.image_size"]
+    export = STAGES["export"]
+    narrowed = Stage(**{**export.__dict__, "params": ("export",)})
+    assert undeclared_params(narrowed) == ["evaluate.tta"]
     encode = STAGES["encode_labels"]
-    widened = Stage(**{**encode.__dict__, "params": (*encode.params, "serialize.image_size", "data")})
+    widened = Stage(**{**encode.__dict__, "params": (*encode.params, "serialize.shard_mb", "data")})
     data_keys = [f"data.{k}" for k in Params().data.model_dump()]
-    assert unread_params(widened) == ["serialize.image_size", *data_keys]
+    assert unread_params(widened) == ["serialize.shard_mb", *data_keys]
 
 
 def test_package_inits_are_docstrings_and_only_stages_read_params() -> None:

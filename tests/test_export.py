@@ -47,9 +47,7 @@ from amazonia.export.contract import (
     published_dir,
 )
 from amazonia.export.publish import publish
-from amazonia.export.saved_model import (
-    export_saved_model,
-)
+from amazonia.export.saved_model import export_saved_model, load_trained_model
 from amazonia.export.smoke import SmokeCheckError, describe_saved_model, run_smoke_check
 from amazonia.model.names import INPUT_NAME
 from amazonia.model.network import build_model
@@ -84,8 +82,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Every chip goes into the test records (write_split ignores the split column); the
     # fractions only satisfy encode_tags, which refuses an empty split.
     rows = encode_tags(read_tags_csv(raw / TAGS_CSV), val=0.3, test=0.3).table
-    write_split(rows, raw, root / RECORDS_DIR / "test", split="test", image_size=SIZE, shard_mb=1, workers=1)
-    params = {"serialize": {"image_size": SIZE}, "export": {"model_name": MODEL_NAME, "version": VERSION}}
+    write_split(rows, raw, root / RECORDS_DIR / "test", split="test", shard_mb=1)
+    params = {"export": {"model_name": MODEL_NAME, "version": VERSION}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     (root / MODEL_KERAS).parent.mkdir(parents=True)
     small_model(SIZE).save(root / MODEL_KERAS)
@@ -166,9 +164,9 @@ def test_serving_bytes_decodes_png_and_resizes_a_large_jpeg(project: Path, expor
     np.testing.assert_allclose(outputs["weather"].numpy().sum(axis=1), 1, atol=1e-5)
     assert 0 <= outputs["ground"].numpy().min() and outputs["ground"].numpy().max() <= 1
     # The same pixels through the float signature: an S x S image is not resized and
-    # alpha is dropped; the 256 px chip is shrunk with antialiasing.
-    resized = tf.image.resize(tf.cast(big, tf.float32) / 255.0, (SIZE, SIZE), antialias=True)
-    floats = np.stack([small / 255.0, small / 255.0, resized.numpy()]).astype(np.float32)
+    # alpha is dropped; the 256 px chip is shrunk with antialiasing, to the nearest level.
+    resized = np.round(tf.image.resize(tf.cast(big, tf.float32), (SIZE, SIZE), antialias=True).numpy())
+    floats = np.stack([small / 255.0, small / 255.0, np.clip(resized, 0, 255) / 255.0]).astype(np.float32)
     expected = loaded.signatures[SIGNATURE_FLOAT](input_image=tf.constant(floats))
     for name in ("weather", "ground"):
         np.testing.assert_allclose(outputs[name].numpy(), expected[name].numpy(), atol=1e-5)
@@ -232,11 +230,9 @@ def test_smoke_check_names_a_wrong_output(project: Path, tmp_path: Path):
     }
     model = keras.Model(inputs, outputs)
     model.save(tmp_path / "typo.keras")
-    export_saved_model(model, tmp_path / "typo" / "1", SIZE, label_map(), THRESHOLDS)
+    export_saved_model(model, tmp_path / "typo" / "1", label_map(), THRESHOLDS)
 
-    report = run_smoke_check(
-        tmp_path / "typo" / "1", tmp_path / "typo.keras", project / RECORDS_DIR / "test", SIZE
-    )
+    report = run_smoke_check(tmp_path / "typo" / "1", tmp_path / "typo.keras", project / RECORDS_DIR / "test")
 
     expected = (
         "check 'signature serving_default outputs' failed: "
@@ -247,11 +243,10 @@ def test_smoke_check_names_a_wrong_output(project: Path, tmp_path: Path):
 
 
 def test_smoke_check_names_a_wrong_input_shape(project: Path, tmp_path: Path):
-    export_saved_model(small_model(24), tmp_path / "24px" / "1", 24, label_map(), THRESHOLDS)
+    export_saved_model(small_model(24), tmp_path / "24px" / "1", label_map(), THRESHOLDS)
 
-    report = run_smoke_check(
-        tmp_path / "24px" / "1", project / MODEL_KERAS, project / RECORDS_DIR / "test", SIZE
-    )
+    # The chip size expected is the Keras model's (32 px), which this export was not made from.
+    report = run_smoke_check(tmp_path / "24px" / "1", project / MODEL_KERAS, project / RECORDS_DIR / "test")
 
     expected = (
         "check 'signature serving_default inputs' failed: "
@@ -261,13 +256,34 @@ def test_smoke_check_names_a_wrong_input_shape(project: Path, tmp_path: Path):
         report.raise_if_failed()
 
 
-def test_export_refuses_a_model_of_another_size_or_incomplete_thresholds(tmp_path: Path):
-    with pytest.raises(ExportError, match="serialize.image_size is 32"):
-        export_saved_model(small_model(24), tmp_path / "m" / "1", SIZE, label_map(), THRESHOLDS)
+def test_export_refuses_a_model_that_takes_no_square_chips_or_incomplete_thresholds(tmp_path: Path):
+    inputs = keras.Input((SIZE, 2 * SIZE, 3), name=INPUT_NAME)
+    wide = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(inputs), name="wide")
+    expected = "model 'wide' takes inputs of shape [(None, 32, 64, 3)], not one (None, S, S, 3) batch"
+    with pytest.raises(ExportError, match=re.escape(expected)):
+        export_saved_model(wide, tmp_path / "m" / "1", label_map(), THRESHOLDS)
     partial = {"ground": {t: 0.5 for t in LABELS_GROUND if t != "water"}}
     with pytest.raises(ExportError, match="missing: water"):
-        export_saved_model(small_model(SIZE), tmp_path / "m" / "1", SIZE, label_map(), partial)
+        export_saved_model(small_model(SIZE), tmp_path / "m" / "1", label_map(), partial)
     assert not (tmp_path / "m").exists()
+
+
+def test_with_tta_d4_both_signatures_average_the_eight_views_as_the_keras_reference_does(
+    project: Path, tmp_path: Path
+):
+    export_saved_model(
+        load_trained_model(project / MODEL_KERAS), tmp_path / "d4" / "1", label_map(), THRESHOLDS, "d4"
+    )
+    test_split = project / RECORDS_DIR / "test"
+
+    like_with_like = run_smoke_check(tmp_path / "d4" / "1", project / MODEL_KERAS, test_split, tta="d4")
+    assert like_with_like.passed, [c.to_json() for c in like_with_like.checks if not c.passed]
+    assert like_with_like.max_abs_diff["saved_model_vs_keras"] <= 1e-5
+
+    # Held against the model without TTA, the same export fails the comparison.
+    unlike = run_smoke_check(tmp_path / "d4" / "1", project / MODEL_KERAS, test_split, tta="none")
+    failed = [c.name for c in unlike.checks if not c.passed]
+    assert failed == ["saved model vs keras"]
 
 
 def files(folder: Path) -> dict[str, bytes]:

@@ -58,16 +58,30 @@ def test_params_rerun_only_their_stages_and_training_is_deterministic(pipeline_c
     assert repro(repo) == {"export", "smoke_check"}
     assert (repo / "models/PlanetModel/2/saved_model.pb").is_file()
 
-    set_params(repo, {"train": {"epochs": 3}})
+    # The input size is the model's: it retrains, and serialize (the stored files) stays.
+    set_params(repo, {"train": {"image_size": 24}})
     assert repro(repo) == MODEL_STAGES
-    assert json.loads((repo / "metrics/train/metrics.json").read_text())["step"] == 2
+    smoke = json.loads((repo / "metrics/smoke.json").read_text())
+    assert smoke["passed"] is True
+    served_input = smoke["signatures"]["serve"]["serving_default"]["inputs"]["input_image"]
+    assert served_input["shape"] == [-1, 24, 24, 3]
+
+    # Test-time augmentation and the threshold strategy change what is predicted, not what
+    # is trained; the export averages the views as evaluate did, which the smoke check
+    # holds against the Keras model, and ships the chosen strategy's thresholds.
+    set_params(repo, {"evaluate": {"tta": "d4", "thresholds": "fixed"}})
+    assert repro(repo) == {"evaluate", "export", "smoke_check"}
+    assert json.loads((repo / "metrics/smoke.json").read_text())["passed"] is True
+    shipped = json.loads((repo / "models/PlanetModel/2/assets.extra/thresholds.json").read_text())
+    assert set(shipped["ground"].values()) == {0.2}
 
 
 def test_training_resumes_after_kill(pipeline_copy):
     """Killed by -9 after epoch k, ``dvc repro`` resumes at k + 1 and ends with the weights,
     optimizer state and DVCLive curves of an uninterrupted run, bit for bit."""
     repo = pipeline_copy
-    set_params(repo, {"train": {"epochs": 20}})
+    # Augmented: what each epoch draws (order, views, dropout) must not depend on the kill.
+    set_params(repo, {"train": {"epochs": 20, "augment": "d4"}})
     state = repo / "models/checkpoints/state.json"
     done = kill_train_after(repo, min_epoch=2)
     assert 2 <= done < 20

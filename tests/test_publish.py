@@ -36,7 +36,7 @@ from tests.conftest import BIN, TINY_PARAMS, ran_stages, run, serve_models, set_
 
 DVC = str(BIN / "dvc")
 MODEL = "PlanetModel"
-SIZE = TINY_PARAMS["serialize"]["image_size"]
+SIZE = TINY_PARAMS["train"]["image_size"]
 POLL_SECONDS = 0.3  # the server's: how soon it would pick up a wrongly published version
 ROUND_PAUSE_S = 0.05
 SETTLE_S = 6.0  # polling on after the repro: time for the server to scan, load and warm up
@@ -267,10 +267,10 @@ def break_the_float_signature(repo: Path) -> None:
     """The kind of bug the smoke check is for: serving_default scales its input twice."""
     source = repo / "amazonia" / "export" / "saved_model.py"
     good = "def serve_float(input_image: tf.Tensor) -> dict[str, tf.Tensor]:\n"
-    good += "        return model(input_image,"
+    good += "        return augment.predict(model, input_image,"
     text = source.read_text()
     assert text.count(good) == 1, f"{source} changed: update this test's broken edit"
-    source.write_text(text.replace(good, good.replace("model(input_image,", "model(input_image / 2.0,")))
+    source.write_text(text.replace(good, good.replace("model, input_image,", "model, input_image / 2.0,")))
 
 
 @pytest.mark.slow

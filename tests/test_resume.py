@@ -2,8 +2,8 @@
 
 A resumed run must end with an uninterrupted run's weights (tests/test_model_pipeline.py
 checks that under real ``dvc repro`` and kill -9); here, the pieces it rests on: the
-fingerprint follows the code deps in dvc.yaml, an epoch's batches and dropout masks
-depend on (seed, epoch) alone, and a checkpoint brings back DVCLive's folder as it was
+fingerprint follows the code deps in dvc.yaml, an epoch's batches (their d4 views too)
+and dropout masks depend on (seed, epoch) alone, and a checkpoint brings back DVCLive's folder as it was
 after its epoch.
 """
 
@@ -139,14 +139,17 @@ def test_reseed_gives_epoch_e_the_same_dropout_state_in_a_loaded_model(tmp_path)
 
 
 @pytest.mark.slow
-def test_an_epochs_batches_do_not_depend_on_the_epochs_before_or_the_cache(tiny_pipeline):
+@pytest.mark.parametrize("augment", ["none", "d4"])
+def test_an_epochs_batches_do_not_depend_on_the_epochs_before_or_the_cache(tiny_pipeline, augment):
     from amazonia.model.input_pipeline import batches_per_epoch, load_epochs
 
     split = tiny_pipeline / "data/tfrecords/train"
 
     def epochs(first: int, last: int, cache: bool = True) -> list[list[tuple]]:
         seeds = training.shuffle_seeds(7, range(first, last))
-        data, manifest = load_epochs(split, 32, batch_size=16, epoch_seeds=seeds, file_seed=7, cache=cache)
+        data, manifest = load_epochs(
+            split, 32, batch_size=16, epoch_seeds=seeds, file_seed=7, augment=augment, cache=cache
+        )
         batches = [(x, y["weather"], y["ground"]) for x, y in data.as_numpy_iterator()]
         per_epoch = batches_per_epoch(manifest.examples, 16)
         assert len(batches) == per_epoch * (last - first)

@@ -5,6 +5,7 @@ as TF Serving's REST clients speak to ``tensorflow_model_server``."""
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
 import os
@@ -15,10 +16,8 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 import requests
@@ -26,9 +25,8 @@ from PIL import Image
 
 from amazonia.cli import main
 from amazonia.client.predict import predict_files
-from amazonia.data.kaggle import IMAGE_DIR
 from amazonia.data.labels import label_map
-from amazonia.data.synthetic.generate import generate_dataset
+from amazonia.data.records.images import ImageTooLargeError, check_image
 from amazonia.data.vocabulary import LABELS_GROUND, LABELS_WEATHER
 from amazonia.export.contract import (
     ASSETS_EXTRA,
@@ -37,78 +35,24 @@ from amazonia.export.contract import (
     SIGNATURE_FLOAT,
     SIGNATURES,
 )
-from amazonia.export.saved_model import (
-    export_saved_model,
-)
 from amazonia.model.names import OUTPUT_GROUND, OUTPUT_WEATHER
-from amazonia.model.network import build_model
-from tests.conftest import free_port, run_python, serve_models
+from tests.conftest import (
+    MODEL,
+    SERVER_PARAMS,
+    SIZE,
+    THRESHOLDS,
+    Exported,
+    Server,
+    free_port,
+    run_python,
+    serving,
+)
+from tests.image_corpus import BOMBS
 
 BIN = Path(sys.executable).parent
-MODEL = "PlanetModel"
-SIZE = 32
-MAX_BODY_MB = 0.5  # small, so that 413 is cheap to provoke; the 32 px payloads are ~60 KB
-POLL_SECONDS = 0.3
-# A different threshold per label, so that a label/threshold mix-up anywhere (export, assets,
-# client) changes which ground tags come out.
-THRESHOLDS = {"ground": {label: round(0.05 + 0.07 * i, 2) for i, label in enumerate(LABELS_GROUND)}}
+MAX_BODY_MB = SERVER_PARAMS["max_body_mb"]
+POLL_SECONDS = SERVER_PARAMS["poll_seconds"]
 TOLERANCE = 1e-5
-
-
-# --- fixtures -------------------------------------------------------------------------------
-
-
-@dataclass
-class Exported:
-    root: Path
-    model: keras.Model
-    chips: list[Path]
-
-    @property
-    def base_path(self) -> Path:
-        return self.root / "models" / MODEL
-
-
-@dataclass
-class Server:
-    proc: subprocess.Popen
-    port: int
-    log: Path
-
-    @property
-    def model_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1/models/{MODEL}"
-
-    def get(self, path: str = "", **kwargs) -> requests.Response:
-        return requests.get(self.model_url + path, timeout=30, **kwargs)
-
-    def post(self, path: str, **kwargs) -> requests.Response:
-        return requests.post(self.model_url + path, timeout=60, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
-    """An untrained 32 px model exported as version 1, and six 256x256 chips."""
-    root = tmp_path_factory.mktemp("serving")
-    keras.utils.set_random_seed(0)
-    model = build_model(SIZE)
-    export_saved_model(model, root / "models" / MODEL / "1", SIZE, label_map(), THRESHOLDS)
-    generate_dataset(root / "chips", 6, seed=1, workers=1)
-    chips = sorted((root / "chips" / IMAGE_DIR).glob("*.jpg"))
-    return Exported(root, model, chips)
-
-
-@pytest.fixture(scope="module")
-def server(exported: Exported, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    log = tmp_path_factory.mktemp("server-log") / "serve.log"
-    yield from _serving(exported.base_path, log)
-
-
-def _serving(base_path: Path, log: Path) -> Iterator[Server]:
-    """Start ``amazonia serve``, wait until it answers, and always stop it."""
-    options = ("--poll-seconds", str(POLL_SECONDS), "--max-body-mb", str(MAX_BODY_MB))
-    for proc, port in serve_models(base_path, log, MODEL, *options):
-        yield Server(proc, port, log)
 
 
 def _wait_for(condition, timeout: float = 30.0) -> None:
@@ -183,6 +127,11 @@ def test_assets_endpoint_serves_the_exports_assets(server: Server) -> None:
     missing = server.get("/assets/secrets.json")
     assert missing.status_code == 404
     assert "label_map.json" in missing.json()["error"]
+    # Percent-encoded, as model names may be (a client library would unquote '%5F' itself).
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    connection.request("GET", f"/v1/models/{MODEL}/assets/label%5Fmap.json")
+    assert json.loads(connection.getresponse().read()) == label_map()
+    connection.close()
 
 
 # --- predict --------------------------------------------------------------------------------
@@ -292,6 +241,17 @@ def test_decompression_bombs_are_refused(server: Server) -> None:
     assert "4097x4097 pixels" in response.json()["error"]
 
 
+@pytest.mark.parametrize("name", list(BOMBS))
+def test_decoder_bombs_are_refused_before_the_model_decodes_them(server: Server, name: str) -> None:
+    bomb = BOMBS[name]()  # within the pixel budget, seconds of CPU or gigabytes to decode
+    with pytest.raises(ImageTooLargeError) as refused:
+        check_image(bomb)
+    instance = {"b64": base64.b64encode(bomb).decode()}
+    response = server.post(":predict", json={"signature_name": SIGNATURE_BYTES, "instances": [instance]})
+    assert response.status_code == 400
+    assert response.json()["error"] == f"input '{INPUT_BYTES}': {refused.value}"
+
+
 # --- errors ---------------------------------------------------------------------------------
 
 
@@ -313,16 +273,20 @@ BAD_REQUESTS = {
     "not an object": ("[1, 2]", "Is not object"),
     "wrong shape": ({"instances": [_float_instance((30, 30, 3))]}, "has shape [1, 30, 30, 3]"),
     "wrong rank": ({"inputs": _float_instance()}, "has shape [32, 32, 3]"),
-    "ragged lists": (
+    "instances of different shapes": (
         {"instances": [_float_instance(), _float_instance((32, 31, 3))]},
-        "Encountered list at unexpected size: 31 at level: 2 expected size: 32",
+        "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: "
+        "Expecting tensor size: 3072 but got: 2976",
+    ),
+    "ragged lists": (
+        {"instances": [[*_float_instance()[:-1], _float_instance((31, 3))]]},
+        "Encountered list at unexpected size: 31 at level: 1 expected size: 32",
     ),
     "wrong dtype": ({"instances": [np.full((SIZE, SIZE, 3), "x").tolist()]}, "Type: String"),
     "bool among floats": (
         {"instances": _with_first_value(True)},
         "Type: True is not of expected type: float",
     ),
-    "float beyond float32": ({"instances": _with_first_value(1e300)}, "without loss of precision"),
     "null among floats": ({"instances": _with_first_value(None)}, "Type: Null"),
     "both instances and inputs": (
         {"instances": [_float_instance()], "inputs": [_float_instance()]},
@@ -353,7 +317,7 @@ BAD_REQUESTS = {
     "number where bytes needed": ({"signature_name": SIGNATURE_BYTES, "instances": [5]}, "Type: Number"),
     "deeply nested": ("[" * 100_000 + "]" * 100_000, "JSON Parse error: The document is nested too deeply"),
     "deeply nested instances": (
-        '{"instances": ' + "[" * 5000 + "]" * 5000 + "}",
+        '{"instances": ' + "[" * 20_000 + "]" * 20_000 + "}",
         "JSON Parse error: The document is nested too deeply",
     ),
 }
@@ -448,7 +412,7 @@ def reload_server(exported: Exported, tmp_path: Path) -> Iterator[Server]:
     """A second server over a private copy of the model folder, which tests change."""
     base = tmp_path / "models" / MODEL
     shutil.copytree(exported.base_path / "1", base / "1")
-    yield from _serving(base, tmp_path / "serve.log")
+    yield from serving(base, tmp_path, SERVER_PARAMS)
 
 
 def _served_version(server: Server) -> str:
@@ -459,7 +423,7 @@ def _listed(server: Server) -> dict[str, str]:
     return {s["version"]: s["state"] for s in server.get().json()["model_version_status"]}
 
 
-def test_new_versions_are_picked_up_and_half_written_ones_never_served(
+def test_version_folders_are_picked_up_as_tf_serving_reads_them(
     reload_server: Server, exported: Exported
 ) -> None:
     base = Path(reload_server.log).parent / "models" / MODEL
@@ -483,15 +447,57 @@ def test_new_versions_are_picked_up_and_half_written_ones_never_served(
         (base / version / "saved_model.pb").write_bytes(content)
     (base / "5-draft").mkdir()  # not an integer: ignored
     _wait_for(lambda: {"3", "4"} <= set(_listed(reload_server)))
-    time.sleep(3 * POLL_SECONDS)  # failed folders are not retried while unchanged
+    time.sleep(3 * POLL_SECONDS)
     assert _listed(reload_server) == {"4": "END", "3": "END", "2": "AVAILABLE", "1": "AVAILABLE"}
     failed = reload_server.get("/versions/3").json()["model_version_status"][0]["status"]
-    assert failed["error_code"] == "DATA_LOSS" and "3/saved_model.pb" in failed["error_message"]
+    assert failed["error_code"] == "DATA_LOSS"
+    assert failed["error_message"].startswith("version 3: saved_model.pb: not a readable SavedModel")
     assert _served_version(reload_server) == "2"
     for version in ("3", "4"):
         response = reload_server.post(f"/versions/{version}:predict", json=payload)
         assert response.status_code == 404
     assert reload_server.post(":predict", json=payload).status_code == 200
+
+    # Loadable models under names TF Serving skips: digits that are not ASCII, and a
+    # number past int64 (it would have become the default version).
+    for name in ("\u0667", "\uff18", "\u0669\u0669", "9223372036854775808"):
+        shutil.copytree(base / "1", base / name)
+    # A saved_model.pb claiming 1 GiB (sparse: a few blocks on disk), refused unread.
+    (base / "5" / "variables").mkdir(parents=True)
+    with (base / "5" / "saved_model.pb").open("wb") as sparse:
+        sparse.truncate(2**30)
+    # A version without assets.extra/: served, and its assets endpoint says why not.
+    shutil.copytree(base / "1", base / "0", ignore=shutil.ignore_patterns(ASSETS_EXTRA))
+    _wait_for(lambda: {"5", "0"} <= set(_listed(reload_server)))
+    time.sleep(3 * POLL_SECONDS)  # the other folders had as many polls to show up
+    assert _listed(reload_server) == {
+        "5": "END", "4": "END", "3": "END", "2": "AVAILABLE", "1": "AVAILABLE", "0": "AVAILABLE"
+    }  # fmt: skip
+    assert _served_version(reload_server) == "2"
+
+    too_large = reload_server.get("/versions/5").json()["model_version_status"][0]["status"]
+    assert too_large["error_code"] == "RESOURCE_EXHAUSTED"
+    assert too_large["error_message"].startswith(
+        "version 5: saved_model.pb is 1,073,741,824 bytes, more than this server's limit of 268,435,456 "
+        "(serve.max_saved_model_mb); not read."
+    )
+    no_assets = reload_server.get("/versions/0/assets/label_map.json")
+    assert no_assets.status_code == 404
+    assert no_assets.json()["error"].startswith("version 0: assets.extra/label_map.json: missing")
+    # Answers name versions and the files in them, never where the server keeps them.
+    answers = [
+        reload_server.get().text,
+        reload_server.get("/versions/5").text,
+        reload_server.get("/versions/0/metadata").text,
+        no_assets.text,
+    ]
+    server_root = str(Path(reload_server.log).parent)
+    assert not [answer for answer in answers if server_root in answer or str(base) in answer]
+    response = reload_server.get("/versions/9223372036854775808")
+    assert (response.status_code, response.json()) == (
+        400,
+        {"error": "Failed to convert version: 9223372036854775808 to numeric."},
+    )
 
 
 # --- the predict client ---------------------------------------------------------------------
@@ -587,6 +593,44 @@ def test_predict_missing_file_is_a_one_line_error(
     assert errors[0].startswith(f"error: {missing}: cannot read it")
 
 
+def _noise_png(path: Path, seed: int) -> Path:
+    """A 256x256 PNG of noise: ~197 KB, as PNG cannot compress noise."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def test_predict_sends_a_batch_over_the_servers_body_limit_file_by_file(
+    server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Each file's request fits MAX_BODY_MB; any two together do not, and are refused (413).
+    images = [str(_noise_png(tmp_path / f"noise{i}.png", seed=i)) for i in range(3)]
+    assert all(4 * os.path.getsize(i) / 3 < MAX_BODY_MB * 2**20 < 8 * os.path.getsize(i) / 3 for i in images)
+    assert main(["predict", *images, "--url", server.model_url]) == 0
+    captured = capsys.readouterr()
+    assert [line.split(": ")[0] for line in captured.out.splitlines()] == images
+    assert captured.err == ""
+
+
+def test_predict_a_file_over_the_servers_body_limit_is_a_one_line_error(
+    server: Server, exported: Exported, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    big = tmp_path / "big.jpg"
+    big.write_bytes(os.urandom(int(MAX_BODY_MB * 2**20)))  # its base64 alone is over the limit
+    assert main(["predict", str(exported.chips[0]), str(big), "--url", server.model_url]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    size, limit = big.stat().st_size, int(MAX_BODY_MB * 2**20)
+    wrapping = len('{"signature_name":"serving_bytes","instances":[{"image_bytes":{"b64":""}}]}')
+    request = wrapping + 4 * ((size + 2) // 3)
+    assert captured.err == (
+        f"error: {big}: {size} bytes ({request} as a request) is more than the server takes "
+        f"(HTTP 413: Request body of {request} bytes is larger than this server's limit of {limit} bytes "
+        "(serve.max_body_mb, --max-body-mb); send fewer instances per request); send a smaller image, or "
+        "raise the server's limit (amazonia serve --max-body-mb)\n"
+    )
+
+
 def test_predict_unreachable_server_is_a_one_line_error(exported: Exported) -> None:
     url = f"http://127.0.0.1:{free_port()}/v1/models/{MODEL}"
     result = subprocess.run(
@@ -607,7 +651,12 @@ def test_predict_unreachable_server_is_a_one_line_error(exported: Exported) -> N
 
 
 # Modules a client (or the serving contract's readers) imports: no TensorFlow, Keras or pandas.
-LIGHT_MODULES = ("amazonia.client.predict", "amazonia.export.contract", "amazonia.model.names")
+LIGHT_MODULES = (
+    "amazonia.client.predict",
+    "amazonia.export.contract",
+    "amazonia.model.names",
+    "amazonia.serving.params",  # amazonia predict reads serve: too
+)
 HEAVY = ("tensorflow", "keras", "tf_keras", "pandas")  # pandas: 0.3 s of start-up, for nothing
 
 

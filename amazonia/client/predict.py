@@ -9,20 +9,30 @@ come from the server's assets endpoint (amazonia's extension, see
 The version is pinned first (from the metadata endpoint, which TF Serving has too),
 so predictions and thresholds come from the same export even if a new version is
 picked up meanwhile.
+
+Only regular files are read (a named pipe would wait for a writer, a device never ends),
+and each is checked before anything is sent. Files go in batches, each file read piece by
+piece while its request is sent, so memory stays flat in the number and size of files; tags
+come out as the answers arrive. Every request is bounded in total by ``timeout``
+(:mod:`amazonia.client.transport`) and every answer is checked (:mod:`amazonia.client.answers`).
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import logging
-from collections.abc import Sequence
+import os
+import stat
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-import requests
-
-from amazonia.common.errors import AmazoniaError
+from amazonia.client import answers
+from amazonia.client.answers import LabelMap, Scores
+from amazonia.client.errors import ClientError, HttpError
+from amazonia.client.transport import get_json, post_json
 from amazonia.export.contract import (
     ASSETS_EXTRA,
     INPUT_BYTES,
@@ -31,17 +41,23 @@ from amazonia.export.contract import (
     THRESHOLDS_ASSET,
     load_assets,
 )
-from amazonia.model.names import OUTPUT_GROUND, OUTPUT_WEATHER
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 60.0
 MAX_BATCH_IMAGES = 16
-MAX_BATCH_BYTES = 4 * 2**20  # of image data per request, well under the server's body limit
+MAX_BATCH_BYTES = 4 * 2**20  # of image data per request, well under the server's default body limit
+# Raw bytes read at a time while a request is sent; a multiple of 3, so that the base64 of
+# consecutive pieces joins without padding in between.
+READ_CHUNK_BYTES = 3 * 2**20
 
 
-class ClientError(AmazoniaError):
-    """The images, the server or its answer are not usable; the message says which."""
+@dataclass(frozen=True)
+class ImageFile:
+    """An image file as checked before sending: its path as given, and its size."""
+
+    path: str
+    size: int
 
 
 @dataclass(frozen=True)
@@ -77,35 +93,106 @@ def predict_files(
     url: str,
     model_dir: Path | str | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
-) -> list[Tagged]:
+) -> Iterator[Tagged]:
     """Tag image files with the model served at ``url`` (``http://host:port/v1/models/<name>``,
-    optionally ``/versions/<n>``). ``model_dir`` gives the assets where the server has
-    no assets endpoint (real TF Serving)."""
-    images = read_images(paths)
-    url = url.rstrip("/")
-    with requests.Session() as session:
-        version = served_version(session, url, timeout)
-        pinned = f"{model_url(url)}/versions/{version}"
-        if model_dir is not None:
-            label_map, thresholds = load_assets(assets_dir(Path(model_dir), version))
-        else:
-            label_map, thresholds = fetch_assets(session, pinned, timeout)
-        predictions = predict_images(session, pinned, images, [str(p) for p in paths], timeout)
-    return [
-        to_tags(str(path), version, prediction, label_map, thresholds)
-        for path, prediction in zip(paths, predictions)
-    ]
+    optionally ``/versions/<n>``), in order, as the server answers.
+
+    Every file is checked at once (it exists and is a regular file that can be opened), so a
+    bad path fails before anything is sent; the server is asked only as the result is iterated.
+
+    Args:
+        paths: image files (JPEG, PNG, ...), sent as they are.
+        url: the model's URL.
+        model_dir: ``models/<name>/`` (or a version folder) to read the label map and thresholds
+            from, where the server has no assets endpoint (real TF Serving).
+        timeout: seconds each request may take in all: connect, send, and the whole answer.
+
+    Raises:
+        ClientError: a file cannot be read, or the server cannot be reached, refuses a request,
+            answers too late or with something malformed; the message names which.
+    """
+    files = [check_image_file(path) for path in paths]
+    return _tag_files(files, url.rstrip("/"), model_dir, timeout)
 
 
-def read_images(paths: Sequence[Path | str]) -> list[bytes]:
-    """The files' bytes; a missing or unreadable one is an error naming it."""
-    images = []
-    for path in paths:
-        try:
-            images.append(Path(path).read_bytes())
-        except OSError as err:
-            raise ClientError(f"{path}: cannot read it ({err.strerror or err}); check the path") from None
-    return images
+def _tag_files(
+    files: Sequence[ImageFile], url: str, model_dir: Path | str | None, timeout: float
+) -> Iterator[Tagged]:
+    version = answers.model_version(get_json(f"{url}/metadata", timeout), f"{url}/metadata")
+    pinned = f"{model_url(url)}/versions/{version}"
+    if model_dir is not None:
+        labels, thresholds = disk_assets(Path(model_dir), version)
+    else:
+        labels, thresholds = fetch_assets(pinned, timeout)
+    for batch in batches(files):
+        for file, prediction in zip(batch, predict_batch(pinned, batch, timeout)):
+            scores = answers.scores(prediction, labels, file.path)
+            yield to_tags(file.path, version, scores, labels, thresholds)
+
+
+# --- files ----------------------------------------------------------------------------------
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def check_image_file(path: Path | str) -> ImageFile:
+    """``path`` with its size, once it has proved to be a regular file that can be opened."""
+    with open_regular(path) as stream:
+        return ImageFile(str(path), os.fstat(stream.fileno()).st_size)
+
+
+def open_regular(path: Path | str, hint: str = "pass image files (JPEG, PNG)") -> BinaryIO:
+    """``path`` opened for reading; an error naming it, and ending in ``hint``, if it is not a
+    regular file (a named pipe would block the read until a writer came, a device never ends).
+
+    Raises:
+        ClientError: ``path`` is missing, unreadable or not a regular file.
+    """
+    try:
+        # Checked before opening too: opening some devices acts on them (a tape rewinds).
+        _refuse_unless_regular(path, os.stat(path).st_mode, hint)
+        # O_NONBLOCK: should a named pipe take the path meanwhile, opening it does not wait.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as err:
+        raise ClientError(f"{path}: cannot read it ({err.strerror or err}); check the path") from None
+    stream = os.fdopen(fd, "rb")
+    try:
+        _refuse_unless_regular(path, os.fstat(fd).st_mode, hint)
+    except ClientError:
+        stream.close()
+        raise
+    return stream
+
+
+def _refuse_unless_regular(path: Path | str, mode: int, hint: str) -> None:
+    if stat.S_ISREG(mode):
+        return
+    kind = next((name for test, name in _KINDS if test(mode)), "a special file")
+    raise ClientError(f"{path}: {kind}, not a regular file; {hint}")
+
+
+def batches(files: Sequence[ImageFile]) -> Iterator[list[ImageFile]]:
+    """Consecutive runs of at most MAX_BATCH_IMAGES files and ~MAX_BATCH_BYTES (a larger
+    file goes alone)."""
+    batch: list[ImageFile] = []
+    size = 0
+    for file in files:
+        if batch and (len(batch) >= MAX_BATCH_IMAGES or size + file.size > MAX_BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(file)
+        size += file.size
+    if batch:
+        yield batch
+
+
+# --- assets ---------------------------------------------------------------------------------
 
 
 def model_url(url: str) -> str:
@@ -114,30 +201,31 @@ def model_url(url: str) -> str:
     return head if sep else url
 
 
-def served_version(session: requests.Session, url: str, timeout: float) -> int:
-    """The version the server answers ``url`` with, from its metadata endpoint."""
-    metadata = _get_json(session, f"{url}/metadata", timeout)
-    try:
-        return int(metadata["model_spec"]["version"])
-    except (KeyError, TypeError, ValueError):
-        raise ClientError(
-            f"{url}/metadata: no model_spec.version in the answer; is this TF Serving?"
-        ) from None
-
-
-def fetch_assets(session: requests.Session, url: str, timeout: float) -> tuple[dict, dict]:
-    """``(label_map, thresholds)`` from amazonia's assets endpoint under ``url``."""
+def fetch_assets(url: str, timeout: float) -> tuple[LabelMap, dict[str, float]]:
+    """The label map and ground thresholds from amazonia's assets endpoint under ``url``."""
     found = []
     for asset in (LABEL_MAP_ASSET, THRESHOLDS_ASSET):
         try:
-            found.append(_get_json(session, f"{url}/assets/{asset}", timeout))
-        except _HttpError as err:
+            found.append(get_json(f"{url}/assets/{asset}", timeout))
+        except HttpError as err:
             raise ClientError(
                 f"{url}/assets/{asset}: HTTP {err.status} ({err.message}); the assets endpoint is "
                 "amazonia's extension, real TF Serving has none: pass --model-dir models/<name> "
                 f"(or a version folder) to read {ASSETS_EXTRA}/ from disk"
             ) from None
-    return found[0], found[1]
+    labels = answers.label_map(found[0], f"{url}/assets/{LABEL_MAP_ASSET}")
+    return labels, answers.thresholds(found[1], labels, f"{url}/assets/{THRESHOLDS_ASSET}")
+
+
+def disk_assets(model_dir: Path, version: int) -> tuple[LabelMap, dict[str, float]]:
+    """The label map and ground thresholds in ``assets.extra/`` of the served version's folder."""
+    folder = assets_dir(model_dir, version)
+    for asset in (LABEL_MAP_ASSET, THRESHOLDS_ASSET):
+        if (folder / ASSETS_EXTRA / asset).exists():  # a missing one is load_assets' error to name
+            open_regular(folder / ASSETS_EXTRA / asset, "re-export the model, or copy its folder").close()
+    label_map, thresholds = load_assets(folder)
+    labels = answers.label_map(label_map, str(folder / ASSETS_EXTRA / LABEL_MAP_ASSET))
+    return labels, answers.thresholds(thresholds, labels, str(folder / ASSETS_EXTRA / THRESHOLDS_ASSET))
 
 
 def assets_dir(model_dir: Path, version: int) -> Path:
@@ -153,137 +241,90 @@ def assets_dir(model_dir: Path, version: int) -> Path:
     )
 
 
-def predict_images(
-    session: requests.Session, url: str, images: Sequence[bytes], names: Sequence[str], timeout: float
-) -> list[dict]:
-    """Raw predictions (``{"weather": [...], "ground": [...]}``) per image, in order."""
-    predictions: list[dict] = []
-    for start, stop in _batches(images):
-        predictions += _predict_batch(session, url, images[start:stop], names[start:stop], timeout)
-    return predictions
+# --- predictions ----------------------------------------------------------------------------
 
 
-def _batches(images: Sequence[bytes]) -> list[tuple[int, int]]:
-    """``[start, stop)`` ranges of at most MAX_BATCH_IMAGES images and ~MAX_BATCH_BYTES."""
-    ranges, start, size = [], 0, 0
-    for i, image in enumerate(images):
-        if i > start and (i - start >= MAX_BATCH_IMAGES or size + len(image) > MAX_BATCH_BYTES):
-            ranges.append((start, i))
-            start, size = i, 0
-        size += len(image)
-    if images:
-        ranges.append((start, len(images)))
-    return ranges
-
-
-def _predict_batch(
-    session: requests.Session, url: str, images: Sequence[bytes], names: Sequence[str], timeout: float
-) -> list[dict]:
-    payload = {
-        "signature_name": SIGNATURE_BYTES,
-        "instances": [{INPUT_BYTES: {"b64": base64.b64encode(image).decode("ascii")}} for image in images],
-    }
+def predict_batch(url: str, files: Sequence[ImageFile], timeout: float) -> list[Any]:
+    """The raw predictions (``{"weather": [...], "ground": [...]}``) of ``files``, in order."""
+    length, body = request_body(files)
+    log.info("sending %d images, %d bytes, to %s:predict", len(files), length, url)
     try:
-        answer = _post_json(session, f"{url}:predict", payload, timeout)
-    except _HttpError as err:
-        if err.status == 400 and len(images) > 1:
-            # One bad file fails the whole batch: send them one by one to name it.
-            return [
-                p
-                for i in range(len(images))
-                for p in _predict_batch(session, url, images[i : i + 1], names[i : i + 1], timeout)
-            ]
-        where = names[0] if len(images) == 1 else f"{url}:predict"
+        answer = post_json(f"{url}:predict", body, length, timeout)
+    except HttpError as err:
+        if err.status in (400, 413) and len(files) > 1:
+            # One bad file fails the whole batch (400), and a server with a lower body limit
+            # than ours refuses it (413): send them one by one, to name the file at fault.
+            return [p for file in files for p in predict_batch(url, [file], timeout)]
+        if err.status == 413:
+            raise ClientError(
+                f"{files[0].path}: {files[0].size} bytes ({length} as a request) is more than the "
+                f"server takes (HTTP 413: {err.message}); send a smaller image, or raise the "
+                "server's limit (amazonia serve --max-body-mb)"
+            ) from None
+        where = files[0].path if len(files) == 1 else f"{url}:predict"
         raise ClientError(f"{where}: the server refused it (HTTP {err.status}): {err.message}") from None
-    predictions = answer.get("predictions") if isinstance(answer, dict) else None
-    if not isinstance(predictions, list) or len(predictions) != len(images):
-        raise ClientError(f"{url}:predict: expected {len(images)} predictions, got {_short(answer)}")
-    return predictions
+    return answers.predictions(answer, len(files), f"{url}:predict")
 
 
-def to_tags(image: str, version: int, prediction: Any, label_map: dict, thresholds: dict) -> Tagged:
+_HEAD = b'{"signature_name":' + json.dumps(SIGNATURE_BYTES).encode() + b',"instances":['
+_OPEN = b"{" + json.dumps(INPUT_BYTES).encode() + b':{"b64":"'
+_CLOSE = b'"}}'
+_TAIL = b"]}"
+
+
+def request_body(files: Sequence[ImageFile]) -> tuple[int, Iterator[bytes]]:
+    """``(length, pieces)`` of the predict request for ``files``: ``{"signature_name":
+    "serving_bytes", "instances": [{"image_bytes": {"b64": ...}}, ...]}``, made as it is sent.
+
+    The JSON is written by hand (every name is a fixed ASCII identifier, and base64 needs no
+    escaping) so that no file is ever whole in memory; its length is known from the sizes.
+    """
+    base64_bytes = sum(4 * ((file.size + 2) // 3) for file in files)
+    wrapping = len(_OPEN) + len(_CLOSE)
+    length = len(_HEAD) + base64_bytes + len(files) * wrapping + max(len(files) - 1, 0) + len(_TAIL)
+    return length, _pieces(files)
+
+
+def _pieces(files: Sequence[ImageFile]) -> Iterator[bytes]:
+    pending = [_HEAD]
+    for i, file in enumerate(files):
+        pending.append(b"," + _OPEN if i else _OPEN)
+        with open_regular(file.path) as stream:
+            left = file.size
+            while left:
+                data = stream.read(min(READ_CHUNK_BYTES, left))
+                if not data:
+                    raise ClientError(f"{file.path}: it shrank while it was sent; send it again")
+                left -= len(data)
+                pending.append(base64.b64encode(data))
+                if left:
+                    yield b"".join(pending)
+                    pending = []
+            if stream.read(1):
+                raise ClientError(f"{file.path}: it grew while it was sent; send it again")
+        pending.append(_CLOSE)
+        if sum(map(len, pending)) >= READ_CHUNK_BYTES:
+            yield b"".join(pending)
+            pending = []
+    pending.append(_TAIL)
+    yield b"".join(pending)
+
+
+def to_tags(
+    image: str, version: int, scores: Scores, labels: LabelMap, thresholds: dict[str, float]
+) -> Tagged:
     """The weather tag (argmax) and the ground tags at or above their thresholds."""
-    try:
-        weather = [float(p) for p in prediction[OUTPUT_WEATHER]]
-        ground = [float(p) for p in prediction[OUTPUT_GROUND]]
-    except (KeyError, TypeError, ValueError):
-        raise ClientError(
-            f"{image}: prediction {_short(prediction)} lacks '{OUTPUT_WEATHER}'/'{OUTPUT_GROUND}'"
-        ) from None
-    weather_labels, ground_labels = label_map["weather"], label_map["ground"]
-    if len(weather) != len(weather_labels) or len(ground) != len(ground_labels):
-        raise ClientError(
-            f"{image}: the model gives {len(weather)} weather and {len(ground)} ground scores, the label map "
-            f"{len(weather_labels)} and {len(ground_labels)} labels; use the model's own assets"
-        )
-    best = max(range(len(weather)), key=weather.__getitem__)
-    limits = {label: float(t) for label, t in thresholds["ground"].items()}
-    on = [(label, p) for label, p in zip(ground_labels, ground) if p >= limits[label]]
+    best = max(range(len(scores.weather)), key=scores.weather.__getitem__)
+    on = [(label, p) for label, p in zip(labels.ground, scores.ground) if p >= thresholds[label]]
     return Tagged(
         image=image,
         version=version,
-        weather=weather_labels[best],
-        weather_probability=weather[best],
+        weather=labels.weather[best],
+        weather_probability=scores.weather[best],
         ground=sorted(on, key=lambda item: -item[1]),
-        scores={"weather": dict(zip(weather_labels, weather)), "ground": dict(zip(ground_labels, ground))},
-        thresholds=limits,
+        scores={
+            "weather": dict(zip(labels.weather, scores.weather)),
+            "ground": dict(zip(labels.ground, scores.ground)),
+        },
+        thresholds=thresholds,
     )
-
-
-# --- HTTP -----------------------------------------------------------------------------------
-
-
-class _HttpError(ClientError):
-    """The server answered with an error; ``message`` is its ``{"error": ...}``."""
-
-    def __init__(self, url: str, status: int, message: str) -> None:
-        super().__init__(f"{url}: HTTP {status}: {message}")
-        self.status, self.message = status, message
-
-
-def _get_json(session: requests.Session, url: str, timeout: float) -> Any:
-    return _answer(url, lambda: session.get(url, timeout=timeout))
-
-
-def _post_json(session: requests.Session, url: str, payload: Any, timeout: float) -> Any:
-    return _answer(url, lambda: session.post(url, json=payload, timeout=timeout))
-
-
-def _answer(url: str, send: Any) -> Any:
-    """The JSON answer of ``send()``; errors become one-line :class:`ClientError`s, HTTP
-    errors :class:`_HttpError` with the server's ``{"error": ...}`` message."""
-    try:
-        response = send()
-    except requests.ConnectionError as err:
-        raise ClientError(
-            f"cannot reach the model server at {url} ({_reason(err)}); start it with 'amazonia serve' "
-            "or pass --url"
-        ) from None
-    except requests.Timeout:
-        raise ClientError(f"{url}: no answer in time; is the server overloaded? (--timeout)") from None
-    except requests.RequestException as err:
-        raise ClientError(f"{url}: {err}") from None
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if response.status_code != 200:
-        message = body.get("error") if isinstance(body, dict) else None
-        raise _HttpError(url, response.status_code, str(message or response.reason or "no message"))
-    if body is None:
-        raise ClientError(f"{url}: the answer is not JSON; is this a TF Serving REST endpoint?")
-    return body
-
-
-def _reason(err: requests.ConnectionError) -> str:
-    """'Connection refused' rather than urllib3's nested repr."""
-    text = str(err)
-    for marker in ("Connection refused", "Name or service not known", "No route to host", "timed out"):
-        if marker in text:
-            return marker
-    return text.splitlines()[0][:200] if text else type(err).__name__
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 200 else text[:200] + "..."

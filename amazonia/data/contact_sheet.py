@@ -1,4 +1,9 @@
-"""A contact sheet: a grid of chips captioned with their tags, for a person to look at."""
+"""A contact sheet: a grid of chips captioned with their tags, for a person to look at.
+
+A chip is read only if it is a regular file (no symlink followed, no FIFO waited on),
+and decoded only within the decode budget serialize and the server enforce
+(:func:`amazonia.data.records.images.check_image`, from its headers).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,13 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
-from amazonia.common.files import write_bytes_atomic
+from amazonia.common.files import RefusedFileError, read_regular_file, write_bytes_atomic
+from amazonia.data.records import images
 
 PLACEHOLDER_FILL = (224, 224, 224)
+# A 4096x4096 RGBA bitmap, the decode budget uncompressed, is 64 MiB: a larger file
+# is padding or worse, and is not read into memory for a thumbnail.
+MAX_CHIP_BYTES = 64 * 2**20
 # What PIL raises for a file it cannot decode; the same set serialize catches.
 _DECODE_ERRORS = (
     OSError,
@@ -74,13 +83,19 @@ def _thumbnail(image_file: Path, thumb: int) -> Image.Image:
     PIL's decompression-bomb warning counts as an error, as in serialize: a chip is
     256x256, and a header claiming far more is corrupt or hostile."""
     try:
+        data = read_regular_file(image_file, MAX_CHIP_BYTES)
+        images.check_image(data)
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(image_file) as chip:
+            with Image.open(io.BytesIO(data)) as chip:
                 chip.draft("RGB", (thumb, thumb))  # JPEG only: decode at a reduced scale when it can
                 return chip.convert("RGB").resize((thumb, thumb))
     except FileNotFoundError:
         raise _UndrawableError("no such file") from None
+    except RefusedFileError as err:
+        raise _UndrawableError(err.reason) from None
+    except images.BadImageError as err:
+        raise _UndrawableError(f"not decoded: {err}") from None
     except UnidentifiedImageError:
         raise _UndrawableError("not an image PIL can identify") from None
     except _DECODE_ERRORS as err:

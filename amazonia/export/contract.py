@@ -37,7 +37,7 @@ LABEL_MAP_ASSET = "label_map.json"
 THRESHOLDS_ASSET = "thresholds.json"
 
 BATCH = -1  # any batch size, as saved_model_cli shows it
-IMAGE_SIZE = "S"  # stands for serialize.image_size in the shapes below
+IMAGE_SIZE = "S"  # stands for the model's input size (train.image_size) in the shapes below
 
 
 class ExportError(AmazoniaError):
@@ -94,9 +94,23 @@ SIGNATURES: Mapping[str, SignatureContract] = MappingProxyType(
 
 SAVED_MODEL_PB = "saved_model.pb"
 CANDIDATES_DIR = "candidates"  # under models/: exported, not yet checked, never served
-# What a poller takes for a version folder: a name of digits, parsed as the version.
-# Anything else (``.tmp-1.x``, ``candidates``) is skipped, as TF Serving skips it.
-VERSION_DIR_RE = re.compile(r"\d+")
+# What a poller takes for a version folder: a name of ASCII digits, parsed as the version,
+# within int64 (TF Serving's ``safe_strto64``; its versions are int64). Anything else
+# (``.tmp-1.x``, ``candidates``, ``٧``, a number past 2**63 - 1) is skipped, as TF Serving skips it.
+VERSION_DIR_RE = re.compile(r"[0-9]+")
+MAX_VERSION = 2**63 - 1
+
+
+def parse_version(name: str) -> int | None:
+    """The version a folder (or URL segment) named ``name`` stands for, or None: ASCII digits
+    only, leading zeros allowed, at most :data:`MAX_VERSION`."""
+    if not VERSION_DIR_RE.fullmatch(name):
+        return None
+    significant = name.lstrip("0")
+    if len(significant) > len(str(MAX_VERSION)):  # before int(): Python refuses over 4,300 digits
+        return None
+    version = int(significant or "0")
+    return version if version <= MAX_VERSION else None
 
 
 def published_dir(models_dir: Path | str, model_name: str, version: int) -> Path:

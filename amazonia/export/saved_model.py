@@ -7,8 +7,13 @@ two signatures, both listed in :data:`SIGNATURES`, the one description of the se
 interface that the smoke check and the server import:
 
 * ``serving_default``: float32 chips in [0, 1], as the model was trained on;
-* ``serving_bytes``: encoded JPEG, PNG, GIF, BMP, WebP or JPEG XL files of any size,
-  decoded and resized in the graph, so a client needs neither TensorFlow nor this repository.
+* ``serving_bytes``: encoded JPEG, PNG, GIF, BMP, WebP or JPEG XL files of any size, decoded and
+  resized in the graph by the function the training input pipeline runs
+  (:mod:`amazonia.model.preprocessing`), so a client needs neither TensorFlow nor this
+  repository, and the model sees the pixels it was trained on.
+
+With ``evaluate.tta: d4`` both average the model over the eight symmetries of each chip
+(:mod:`amazonia.model.augment`).
 
 The label vocabulary and the tuned ground thresholds travel in the SavedModel's
 ``assets.extra/`` folder (read them with :func:`load_assets`), so a client can turn
@@ -19,13 +24,14 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
+from amazonia.common.errors import AmazoniaError
 from amazonia.common.files import atomic_dir
+from amazonia.common.tf_errors import tf_error_message
 from amazonia.export.contract import (
     ASSETS_EXTRA,
     INPUT_BYTES,
@@ -37,32 +43,37 @@ from amazonia.export.contract import (
     check_label_map,
     check_thresholds,
 )
-from amazonia.model import network
-from amazonia.model.input_pipeline import to_model_input
+from amazonia.model import augment, network
 from amazonia.model.names import INPUT_NAME
+from amazonia.model.preprocessing import PREPROCESS_DEVICE, model_input_size, preprocess_batch, to_model_input
+
+__all__ = ["export_saved_model", "build_archive", "load_trained_model", "read_thresholds", "tf_error_message"]
 
 log = logging.getLogger(__name__)
-
-_TF_ERROR_NOISE = ("Graph execution error", "Detected at node", "<stack traces", " ", "\t", "[[")
-_OP_SUFFIX = re.compile(r"\s*\[Op:[^\]]*\]\s*$")
 
 
 def export_saved_model(
     model: keras.Model,
     export_path: Path | str,
-    image_size: int,
     label_map: dict,
     thresholds: dict,
+    tta: str = augment.NONE,
 ) -> None:
     """Write ``model`` (inference mode) as a SavedModel at ``export_path``, atomically.
 
-    The signatures are traced from whatever the model outputs; whether they keep
-    :data:`SIGNATURES` is the smoke check's job, which runs on the written files.
+    The chip size is the model's own input size. With ``tta`` ``d4`` both signatures
+    average the model over the eight views of each chip (``evaluate.tta``: the
+    predictions the thresholds were tuned on). The signatures are traced from whatever
+    the model outputs; whether they keep :data:`SIGNATURES` is the smoke check's job,
+    which runs on the written files.
     """
-    _check_input_size(model, image_size)
+    try:
+        image_size = model_input_size(model)
+    except AmazoniaError as err:
+        raise ExportError(str(err)) from None
     check_label_map(label_map, "label_map")
     check_thresholds(thresholds, "thresholds")
-    archive = build_archive(model, image_size)
+    archive = build_archive(model, tta)
     # Whole or not at all: a half-written folder must not pass for an export, neither to
     # DVC nor to the smoke check, which then publishes it.
     with atomic_dir(export_path) as tmp:
@@ -71,24 +82,28 @@ def export_saved_model(
         extra.mkdir()
         (extra / LABEL_MAP_ASSET).write_text(json.dumps(label_map, indent=2) + "\n")
         (extra / THRESHOLDS_ASSET).write_text(json.dumps(thresholds, indent=2) + "\n")
-    log.info("exported %s (%dpx) to %s", model.name, image_size, export_path)
+    log.info("exported %s (%dpx, tta %s) to %s", model.name, image_size, tta, export_path)
 
 
-def build_archive(model: keras.Model, image_size: int) -> keras.export.ExportArchive:
-    """An ExportArchive with the two endpoints of :data:`SIGNATURES`, ready to write out."""
+def build_archive(model: keras.Model, tta: str = augment.NONE) -> keras.export.ExportArchive:
+    """An ExportArchive with the two endpoints of :data:`SIGNATURES`, ready to write out.
+
+    ``serving_bytes`` runs :func:`amazonia.model.preprocessing.preprocess` and
+    ``to_model_input`` on each string, the functions the training input pipeline runs
+    on each stored chip, pinned to the CPU as that pipeline is; both endpoints then run
+    :func:`amazonia.model.augment.predict` (the model, with ``tta``).
+    """
+    image_size = model_input_size(model)
     archive = keras.export.ExportArchive()
     archive.track(model)
 
     def serve_float(input_image: tf.Tensor) -> dict[str, tf.Tensor]:
-        return model(input_image, training=False)
+        return augment.predict(model, input_image, tta)
 
     def serve_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
-        images = tf.map_fn(
-            lambda data: decode_any_image(data, image_size),
-            image_bytes,
-            fn_output_signature=tf.TensorSpec((image_size, image_size, 3), tf.float32),
-        )
-        return model(images, training=False)
+        with tf.device(PREPROCESS_DEVICE):
+            images = to_model_input(preprocess_batch(image_bytes, image_size))
+        return augment.predict(model, images, tta)
 
     # The argument names and TensorSpec names become the signature's input names.
     archive.add_endpoint(
@@ -102,45 +117,6 @@ def build_archive(model: keras.Model, image_size: int) -> keras.export.ExportArc
         input_signature=[tf.TensorSpec((None,), tf.string, name=INPUT_BYTES)],
     )
     return archive
-
-
-def decode_any_image(data: tf.Tensor, image_size: int) -> tf.Tensor:
-    """Encoded JPEG/PNG/GIF/BMP/WebP/JPEG XL bytes of any size -> float32 (S, S, 3) in [0, 1].
-
-    An S x S image gives exactly the training pixels (same decoder, same scaling as
-    :func:`amazonia.model.input_pipeline.to_model_input`); other sizes are resized first.
-    The serialize stage (:mod:`amazonia.data.records.images`) decodes chips to these pixels.
-    """
-    image = to_model_input(decode_rgb(data))
-    shape = tf.shape(image)
-    same_size = tf.logical_and(tf.equal(shape[0], image_size), tf.equal(shape[1], image_size))
-    image = tf.cond(
-        same_size,
-        lambda: image,
-        # Antialiasing averages over the whole footprint when shrinking 256 -> S;
-        # bilinear's weights are non-negative, the clip only removes rounding overshoot.
-        lambda: tf.clip_by_value(
-            tf.image.resize(image, (image_size, image_size), method="bilinear", antialias=True), 0.0, 1.0
-        ),
-    )
-    return tf.ensure_shape(image, (image_size, image_size, 3))
-
-
-def decode_rgb(data: tf.Tensor) -> tf.Tensor:
-    """Encoded image bytes -> uint8 (H, W, 3): gray repeated, alpha dropped (not
-    composited), an animation's first frame.
-
-    Decoded with the file's own channels, then cut to RGB: ``channels=3`` gives the same
-    pixels for JPEG, PNG, GIF and BMP, but refuses a WebP with alpha or animation and a
-    JPEG XL that is not plain RGB ("Number of channels requested does not match input").
-    """
-    image = tf.io.decode_image(data, channels=0, expand_animations=False)
-    rgb = tf.cond(
-        tf.shape(image)[-1] < 3,
-        lambda: tf.tile(image[..., :1], [1, 1, 3]),  # gray, or gray + alpha
-        lambda: image[..., :3],
-    )
-    return tf.ensure_shape(rgb, (None, None, 3))
 
 
 def load_trained_model(path: Path | str) -> keras.Model:
@@ -163,20 +139,3 @@ def read_thresholds(path: Path | str) -> dict:
         raise ExportError(f"{path}: not valid JSON ({err}); rerun 'dvc repro evaluate'") from None
     check_thresholds(thresholds, str(path))
     return thresholds
-
-
-def _check_input_size(model: keras.Model, image_size: int) -> None:
-    shapes = [tuple(t.shape) for t in model.inputs]
-    if shapes != [(None, image_size, image_size, 3)]:
-        raise ExportError(
-            f"model {model.name!r} takes inputs of shape {shapes}, but serialize.image_size is "
-            f"{image_size} (expected [(None, {image_size}, {image_size}, 3)]); retrain ('dvc repro train')"
-        )
-
-
-def tf_error_message(err: Exception) -> str:
-    """The useful line of a TensorFlow error: op errors open with graph and stack-trace
-    boilerplate, and the cause is the first other line."""
-    text = getattr(err, "message", None) or str(err)
-    lines = [line for line in text.splitlines() if line.strip() and not line.startswith(_TF_ERROR_NOISE)]
-    return _OP_SUFFIX.sub("", lines[0] if lines else text.strip() or type(err).__name__)

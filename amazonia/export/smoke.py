@@ -3,8 +3,9 @@
 It runs on the export stage's candidate, which :mod:`amazonia.export.publish` puts
 where servers poll only once it passed. It reads what ``saved_model_cli show --all``
 shows (tag-sets, signatures, input and output names, dtypes, shapes) and holds it
-against :data:`amazonia.export.contract.SIGNATURES`; then it runs both signatures on
-random input and on real test chips, compares them with the Keras model and with each
+against :data:`amazonia.export.contract.SIGNATURES`, the chip size being the Keras
+model's; then it runs both signatures on random input and on real test chips, compares
+them with the Keras model (predicting with the export's ``evaluate.tta``) and with each
 other, and runs ``saved_model_cli run`` once, as an outside client would.
 
 Every check runs even when an earlier one failed (unless it needs that one's result),
@@ -31,6 +32,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from amazonia.common.errors import AmazoniaError
+from amazonia.common.tf_errors import tf_error_message
 from amazonia.data.records.manifest import check_manifest
 from amazonia.data.records.schema import FEATURE_IMAGE, FEATURE_NAME, feature_spec
 from amazonia.export.contract import (
@@ -46,12 +48,10 @@ from amazonia.export.contract import (
     check_thresholds,
     load_assets,
 )
-from amazonia.export.saved_model import (
-    load_trained_model,
-    tf_error_message,
-)
-from amazonia.model.input_pipeline import decode_image, to_model_input
+from amazonia.export.saved_model import load_trained_model
+from amazonia.model import augment
 from amazonia.model.names import INPUT_NAME, OUTPUT_GROUND, OUTPUT_WEATHER
+from amazonia.model.preprocessing import model_input_size, preprocess, to_model_input
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ SMOKE_CHIPS = 8  # real test chips pushed through both signatures
 RANDOM_BATCH = 4
 SOFTMAX_TOLERANCE = 1e-5  # |sum of a weather row - 1|
 KERAS_TOLERANCE = 1e-5  # SavedModel vs models/model.keras, same input
-# Same decoder and scaling on both paths, so the pixels are identical; what remains is
+# One preprocessing function on both paths, so the pixels are identical; what remains is
 # float noise from running the batch through a different graph.
 BYTES_TOLERANCE = 1e-5
 CLI_TOLERANCE = 1e-6  # the same graph on the same input, in another process
@@ -122,31 +122,37 @@ def run_smoke_check(
     saved_model_dir: Path | str,
     keras_model: Path | str,
     test_split: Path | str,
-    image_size: int,
     *,
+    tta: str = augment.NONE,
     chips: int = SMOKE_CHIPS,
     seed: int = 0,
 ) -> SmokeReport:
     """Check the export at ``saved_model_dir``; never raises for a failed check.
 
-    ``keras_model`` is the ``.keras`` file it was exported from, ``test_split`` a
-    TFRecord split folder of ``image_size`` chips. Call
+    ``keras_model`` is the ``.keras`` file it was exported from (its input size is the
+    chip size the signatures must take), ``test_split`` a TFRecord split folder, ``tta``
+    the test-time augmentation the export was made with: the Keras reference predicts
+    with it too (:func:`amazonia.model.augment.predict`). Call
     :meth:`SmokeReport.raise_if_failed` after saving the report.
     """
-    smoke = _SmokeCheck(Path(saved_model_dir), Path(keras_model), Path(test_split), image_size, chips, seed)
+    smoke = _SmokeCheck(Path(saved_model_dir), Path(keras_model), Path(test_split), tta, chips, seed)
     report = SmokeReport(model=str(saved_model_dir))
     run = partial(_run_check, report)
     run("files", smoke.check_files)
     run("tag-sets", smoke.check_tag_sets)
     run("signatures", smoke.check_signature_names, needs=["tag-sets"])
+    run("keras model", smoke.load_keras)
     for name in SIGNATURES:
         for side in ("inputs", "outputs"):
-            run(f"signature {name} {side}", partial(smoke.check_signature, name, side), needs=["tag-sets"])
+            run(
+                f"signature {name} {side}",
+                partial(smoke.check_signature, name, side),
+                needs=["tag-sets", "keras model"],
+            )
     run("assets", smoke.check_assets)
     run("load", smoke.load)
-    run("keras model", smoke.load_keras)
-    run("test chips", smoke.read_chips)
-    run(f"{SIGNATURE_FLOAT} on random input", smoke.run_float_random, needs=["load"])
+    run("test chips", smoke.read_chips, needs=["keras model"])
+    run(f"{SIGNATURE_FLOAT} on random input", smoke.run_float_random, needs=["load", "keras model"])
     run(f"{SIGNATURE_FLOAT} on test chips", smoke.run_float_chips, needs=["load", "test chips"])
     run(f"{SIGNATURE_BYTES} on test chips", smoke.run_bytes_chips, needs=["load", "test chips"])
     run(
@@ -224,25 +230,25 @@ class _SmokeCheck:
         saved_model_dir: Path,
         keras_path: Path,
         test_split: Path,
-        image_size: int,
+        tta: str,
         chips: int,
         seed: int,
     ):
         self.dir = saved_model_dir
         self.keras_path = keras_path
         self.test_split = test_split
-        self.image_size = image_size
+        self.tta = tta
         self.n_chips = chips
-        self.random_input = np.random.default_rng(seed).random(
-            (RANDOM_BATCH, image_size, image_size, 3), dtype=np.float32
-        )
+        self.seed = seed
+        self.image_size = 0  # the Keras model's, once loaded
+        self.random_input = np.zeros((0, 0, 0, 3), np.float32)
         self.signatures: dict[str, dict] = {}
         self.max_abs_diff: dict[str, float] = {}
         self.outputs: dict[str, Outputs] = {}
         self.loaded: Any = None
         self.keras_model: Any = None
-        self.chips = np.zeros((0, image_size, image_size, 3), np.float32)
-        self.jpegs: list[bytes] = []
+        self.chips = np.zeros((0, 0, 0, 3), np.float32)
+        self.files: list[bytes] = []  # the test chips' stored files, as serving_bytes gets them
 
     # What saved_model_cli show --all shows
 
@@ -312,19 +318,23 @@ class _SmokeCheck:
 
     def load_keras(self) -> str:
         self.keras_model = load_trained_model(self.keras_path)
-        return f"{self.keras_path} ({self.keras_model.count_params()} parameters)"
+        self.image_size = model_input_size(self.keras_model)
+        size = self.image_size
+        self.random_input = np.random.default_rng(self.seed).random((RANDOM_BATCH, size, size, 3), np.float32)
+        return f"{self.keras_path} ({self.keras_model.count_params()} parameters, {size} px chips)"
 
     def read_chips(self) -> str:
-        manifest = check_manifest(self.test_split, image_size=self.image_size)
+        manifest = check_manifest(self.test_split)
         if manifest.examples == 0:
             raise _CheckFailed(f"{self.test_split} holds no chips; the smoke check needs at least one")
         files = [str(self.test_split / s.file) for s in manifest.shards]
         images, names = [], []
         for record in tf.data.TFRecordDataset(files).take(self.n_chips):
             example = tf.io.parse_single_example(record, feature_spec())
-            jpeg = example[FEATURE_IMAGE]
-            images.append(to_model_input(decode_image(jpeg, self.image_size)).numpy())
-            self.jpegs.append(jpeg.numpy())
+            data = example[FEATURE_IMAGE]
+            # What training and evaluation feed the model from this chip.
+            images.append(to_model_input(preprocess(data, self.image_size)).numpy())
+            self.files.append(data.numpy())
             names.append(example[FEATURE_NAME].numpy().decode())
         self.chips = np.stack(images)
         return f"{len(names)} chips from {self.test_split} ({names[0]}, ...)"
@@ -338,7 +348,7 @@ class _SmokeCheck:
         return self._run("float chips", SIGNATURE_FLOAT, INPUT_NAME, self.chips)
 
     def run_bytes_chips(self) -> str:
-        return self._run("bytes chips", SIGNATURE_BYTES, INPUT_BYTES, np.array(self.jpegs, dtype=object))
+        return self._run("bytes chips", SIGNATURE_BYTES, INPUT_BYTES, np.array(self.files, dtype=object))
 
     def _run(self, key: str, signature: str, input_name: str, batch: np.ndarray) -> str:
         if signature not in self.loaded.signatures:
@@ -353,15 +363,17 @@ class _SmokeCheck:
 
     def compare_keras(self) -> str:
         diff = max(
-            _max_abs_diff(_as_numpy(self.keras_model(batch, training=False)), self.outputs[key])
+            _max_abs_diff(_as_numpy(augment.predict(self.keras_model, batch, self.tta)), self.outputs[key])
             for key, batch in (("float random", self.random_input), ("float chips", self.chips))
         )
         self.max_abs_diff["saved_model_vs_keras"] = diff
         if diff > KERAS_TOLERANCE:
             raise _CheckFailed(
-                f"outputs differ from {self.keras_path} by {diff:.2e} (tolerance {KERAS_TOLERANCE:g})"
+                f"outputs differ from {self.keras_path} with tta {self.tta} by {diff:.2e} "
+                f"(tolerance {KERAS_TOLERANCE:g}); was the export made with another evaluate.tta?"
             )
-        return f"max |difference| {diff:.2e} <= {KERAS_TOLERANCE:g} on random input and test chips"
+        inputs = f"random input and test chips, tta {self.tta}"
+        return f"max |difference| {diff:.2e} <= {KERAS_TOLERANCE:g} on {inputs}"
 
     def compare_bytes(self) -> str:
         diff = _max_abs_diff(self.outputs["bytes chips"], self.outputs["float chips"])
@@ -371,7 +383,7 @@ class _SmokeCheck:
                 f"{SIGNATURE_BYTES} differs from {SIGNATURE_FLOAT} on the same chips by {diff:.2e} "
                 f"(tolerance {BYTES_TOLERANCE:g}): the graph decodes or scales differently from training"
             )
-        return f"max |difference| {diff:.2e} <= {BYTES_TOLERANCE:g} on {len(self.jpegs)} chips"
+        return f"max |difference| {diff:.2e} <= {BYTES_TOLERANCE:g} on {len(self.files)} chips"
 
     def run_cli(self) -> str:
         cli = _saved_model_cli()

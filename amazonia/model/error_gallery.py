@@ -27,7 +27,7 @@ from amazonia.model.metrics import predict_tags
 
 GALLERY_SIZE = 16  # tiles: 8 false positives, 8 false negatives
 COLUMNS = 4
-CHIP_PX = 128  # every chip is drawn this size, whatever serialize.image_size is
+CHIP_PX = 128  # every chip is drawn this size, whatever size its stored file is
 TEXT_PX = 212  # caption column beside each chip: ~38 characters of the default font
 FRAME_PX = 3
 GAP_PX = 8

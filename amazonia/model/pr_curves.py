@@ -16,8 +16,9 @@ import numpy as np
 
 from amazonia.data.vocabulary import LABELS_GROUND
 
-# 0.00, 0.01, ..., 1.00: holds every value of metrics.THRESHOLD_GRID (0.02 steps) exactly,
-# so each label's tuned threshold is one of its rows.
+# 0.00, 0.01, ..., 1.00: holds every value of metrics.THRESHOLD_GRID (0.02 steps) and every
+# blended threshold (rounded to metrics.THRESHOLD_DECIMALS) exactly, so each label's
+# chosen threshold is one of its rows.
 CURVE_THRESHOLDS = np.round(np.linspace(0.0, 1.0, 101), 2)
 
 

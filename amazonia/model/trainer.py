@@ -27,12 +27,11 @@ import tensorflow as tf
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
 
-from amazonia.common.errors import AmazoniaError
 from amazonia.common.params import TrainParams
 from amazonia.data.records.manifest import read_manifest
 from amazonia.model import architectures, pretrained
 from amazonia.model.distribute import check_batch_size, make_strategy, set_precision, validation_batch_size
-from amazonia.model.input_pipeline import batches_per_epoch, load_epochs, load_split
+from amazonia.model.input_pipeline import batches_per_epoch, load_epochs, load_split, naming_undecodable_chips
 from amazonia.model.network import build_model, compile_model
 from amazonia.model.training import (
     EpochCheckpoint,
@@ -46,10 +45,6 @@ from amazonia.model.training import (
 )
 
 log = logging.getLogger(__name__)
-
-
-class TrainError(AmazoniaError):
-    """Params and data that cannot train together; the message names the params."""
 
 
 TRAIN, WARM_UP, FINE_TUNE = "train", "warm_up", "fine_tune"
@@ -116,18 +111,18 @@ def train_model(
     given ``train.seed`` on a given machine.
 
     Raises:
-        TrainError: the shards hold chips of another size than ``train.image_size``.
         amazonia.model.pretrained.PretrainedError: ``train.weights: imagenet`` and the
             architecture's weights file is not in ``pretrained_dir``.
         amazonia.model.distribute.DistributeError: a strategy or batch size this machine
             cannot run.
+        amazonia.model.input_pipeline.UndecodableChipError: a chip TensorFlow cannot
+            decode, named.
     """
     strategy = make_strategy(train.strategy)  # before anything touches a device
     set_precision(train.precision)
     keras.utils.set_random_seed(train.seed)
     tf.config.experimental.enable_op_determinism()
 
-    _check_chip_size(train.image_size, [train_dir, val_dir])
     weights = (
         pretrained.weights_path(train.architecture, pretrained_dir) if train.weights == "imagenet" else None
     )
@@ -168,7 +163,10 @@ def train_model(
         cache=cache,
         full_batches=full_batches,
     )
-    with Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, resume=resume is not None) as live:
+    with (
+        Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, resume=resume is not None) as live,
+        naming_undecodable_chips([train_dir, val_dir], train.image_size),
+    ):
         live.step = done
         for phase in schedule(train):
             if phase.end <= done:
@@ -191,6 +189,7 @@ def train_model(
                 batch_size=train.batch_size,
                 epoch_seeds=shuffle_seeds(train.seed, range(first, phase.end)),
                 file_seed=train.seed,
+                augment=train.augment,
                 cache=cache,
                 full_batches=full_batches,
             )
@@ -211,14 +210,3 @@ def train_model(
             )
             done = phase.end
     return model
-
-
-def _check_chip_size(image_size: int, split_dirs: list[Path]) -> None:
-    """The input pipeline feeds the shards' chips as they are: their size must be the model's."""
-    for split in split_dirs:
-        held = read_manifest(split).image_size
-        if held != image_size:
-            raise TrainError(
-                f"train.image_size is {image_size}, but {split} holds {held} px chips "
-                f"(serialize.image_size); set both to one size"
-            )

@@ -6,11 +6,15 @@ loads a new version before it unloads an old one; a failed load is retried
 (``--max_num_load_retries``, ``--load_retry_interval_micros``). :class:`ModelRepository`
 does the same for ``amazonia serve``, with these choices:
 
+* version folders are named as TF Serving reads them: ASCII digits within int64
+  (:func:`amazonia.export.contract.parse_version`); a ``saved_model.pb`` over
+  ``serve.max_saved_model_mb`` is refused unread;
 * every loaded version stays reachable by URL (TF Serving's default serves the latest
   only); the highest is served by default;
 * a folder is loaded once it has not changed for one poll, so that a copy in progress
   (``cp -r``, ``dvc pull``: ``saved_model.pb`` before ``variables/``) is left alone; at
-  startup, what is there is loaded at once;
+  startup, what is there is loaded at once; a poll looks at a bounded number of entries
+  per version (:func:`folder_fingerprint`), however many files it holds;
 * loads come before unloads: a new or replacing folder is loaded while the old version
   serves, then swapped in; a version is never unloaded to make room;
 * a failed load is retried at once when its folder changes, and otherwise up to
@@ -32,6 +36,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -52,8 +57,8 @@ from amazonia.export.contract import (
     SAVED_MODEL_PB,
     SERVE_TAG,
     THRESHOLDS_ASSET,
-    VERSION_DIR_RE,
     load_assets,
+    parse_version,
 )
 from amazonia.export.saved_model import tf_error_message
 from amazonia.serving import rest
@@ -70,6 +75,12 @@ MAX_LOAD_RETRY_INTERVAL_S = 60.0
 # Long enough for DVC or a copy to put a deleted version folder back, short enough that a
 # version deleted on purpose is gone within a minute.
 MISSING_FOLDER_GRACE_S = 60.0
+
+# Entries of a version folder a poll looks at (breadth first, the folder itself included):
+# enough for a SavedModel's files (saved_model.pb, fingerprint.pb, variables/ and its
+# shards, assets/, assets.extra/), while a folder of 100,000 files costs a poll no more.
+MAX_FINGERPRINT_ENTRIES = 64
+DEFAULT_MAX_SAVED_MODEL_BYTES = 256 * 2**20
 
 Fingerprint = tuple[tuple[str, int, int, int], ...]  # (path, inode, size, mtime_ns) of each entry
 
@@ -114,15 +125,34 @@ class CorruptSavedModelError(AmazoniaError):
     error_code = "DATA_LOSS"
 
 
-def read_signature_defs(saved_model_dir: Path) -> dict[str, Any]:
-    """The ``serve`` meta graph's signature defs in TF Serving's metadata JSON layout."""
+class SavedModelTooLargeError(AmazoniaError):
+    """``saved_model.pb`` is larger than the server reads."""
+
+    error_code = "RESOURCE_EXHAUSTED"
+
+
+def read_signature_defs(
+    saved_model_dir: Path, max_bytes: int = DEFAULT_MAX_SAVED_MODEL_BYTES
+) -> dict[str, Any]:
+    """The ``serve`` meta graph's signature defs in TF Serving's metadata JSON layout.
+
+    A ``saved_model.pb`` over ``max_bytes`` is refused unread: a sparse file of a few
+    blocks on disk can claim gigabytes, which reading and parsing would hold in memory
+    at every retry. Messages name files relative to the version folder.
+    """
     pb = saved_model_dir / SAVED_MODEL_PB
+    size = pb.stat().st_size
+    if size > max_bytes:
+        raise SavedModelTooLargeError(
+            f"{SAVED_MODEL_PB} is {size:,} bytes, more than this server's limit of {max_bytes:,} "
+            "(serve.max_saved_model_mb); not read. Export the model again, or raise the limit"
+        )
     proto = saved_model_pb2.SavedModel()
     try:
         proto.ParseFromString(pb.read_bytes())
     except DecodeError as err:
         raise CorruptSavedModelError(
-            f"{pb}: not a readable SavedModel ({err}); written incompletely? export it again"
+            f"{SAVED_MODEL_PB}: not a readable SavedModel ({err}); written incompletely? export it again"
         ) from None
     for meta_graph in proto.meta_graphs:
         if SERVE_TAG in meta_graph.meta_info_def.tags:
@@ -132,13 +162,15 @@ def read_signature_defs(saved_model_dir: Path) -> dict[str, Any]:
                 )
                 for name, signature in meta_graph.signature_def.items()
             }
-    raise AmazoniaError(f"{pb}: no meta graph tagged '{SERVE_TAG}'; export it with that tag")
+    raise AmazoniaError(f"{SAVED_MODEL_PB}: no meta graph tagged '{SERVE_TAG}'; export it with that tag")
 
 
-def load_version(path: Path, version: int) -> LoadedVersion:
+def load_version(
+    path: Path, version: int, max_saved_model_bytes: int = DEFAULT_MAX_SAVED_MODEL_BYTES
+) -> LoadedVersion:
     """Load and warm up one version folder; raises whatever loading raises."""
     started = time.perf_counter()
-    signature_defs = read_signature_defs(path)
+    signature_defs = read_signature_defs(path, max_saved_model_bytes)
     saved_model = tf.saved_model.load(str(path), tags=[SERVE_TAG])
     signatures = {
         name: Signature(saved_model.signatures[name], rest.input_specs(definition))
@@ -149,11 +181,24 @@ def load_version(path: Path, version: int) -> LoadedVersion:
         label_map, thresholds = load_assets(path)
         assets, assets_error = {LABEL_MAP_ASSET: label_map, THRESHOLDS_ASSET: thresholds}, ""
     except AmazoniaError as err:  # TF Serving needs no assets: serve the model without them
-        assets, assets_error = {}, str(err)
+        assets, assets_error = {}, f"version {version}: {without_server_paths(str(err), path)}"
         log.warning("version %d serves no assets: %s", version, err)
     _warm_up(version, signatures)
     log.info("loaded version %d from %s in %.1f s", version, path, time.perf_counter() - started)
     return LoadedVersion(version, path, signature_defs, signatures, assets, assets_error, saved_model)
+
+
+def without_server_paths(message: str, version_dir: Path) -> str:
+    """``message`` with no path of this server's file system: paths in the version folder
+    become relative to it (``variables/variables.index``), any other absolute path is cut
+    to its last part. Answers name the version and its files, never where they are kept."""
+    for root in sorted({str(version_dir), os.path.realpath(version_dir)}, key=len, reverse=True):
+        message = message.replace(root + os.sep, "").replace(root, ".")
+    return _ABSOLUTE_PATH.sub(lambda match: match.group(1) + ".../" + match.group(2), message)
+
+
+# An absolute path: a '/' opening a word, then at least one more folder.
+_ABSOLUTE_PATH = re.compile(r"(^|[\s'\"(\[{=:,])/(?:[^\s'\"/]+/)+([^\s'\"/]*)")
 
 
 def _warm_up(version: int, signatures: Mapping[str, Signature]) -> None:
@@ -194,21 +239,54 @@ def _freeze_heap() -> None:
 
 
 def folder_fingerprint(path: Path) -> Fingerprint:
-    """What identifies a version folder's content: the folder and every entry below it.
+    """What identifies a version folder's content: the folder itself, the files a load
+    reads first, and its first entries breadth first (``variables/`` before other
+    folders), :data:`MAX_FINGERPRINT_ENTRIES` in all.
 
-    Stats, not checksums: polled every few seconds for every version. Symbolic links are
-    not followed (a DVC ``symlink`` cache): a target that appears later is found by a retry.
+    Stats, not checksums: polled every few seconds for every version, at a cost that does
+    not grow with the folder's file count (TF Serving only lists the model's folder; it
+    never looks into a version again). A re-published version is a new folder (a new
+    inode), and a copy in progress adds entries or grows the files seen; a change beyond
+    them is found by a load that fails and is retried. Symbolic links are not followed (a
+    DVC ``symlink`` cache): a target that appears later is found by a retry too.
     """
-    entries = []
-    for root, dirs, files in os.walk(path):  # errors (a folder deleted meanwhile) skip it
-        for name in (".", *dirs, *files):
-            full = os.path.join(root, name)
-            try:
-                stat = os.lstat(full)
-            except OSError:
-                continue
-            entries.append((os.path.relpath(full, path), stat.st_ino, stat.st_size, stat.st_mtime_ns))
-    return tuple(sorted(entries))
+    entries: dict[str, tuple[str, int, int, int]] = {}
+
+    def add(name: str, stat: os.stat_result) -> None:
+        entries[name] = (name, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+    for name in (".", *_LOADED_FIRST):
+        try:
+            add(name, os.lstat(os.path.join(path, name)))
+        except OSError:  # not there (yet)
+            continue
+    if "." not in entries:
+        return ()
+    folders = [(str(path), "")]
+    while folders and len(entries) < MAX_FINGERPRINT_ENTRIES:
+        folder, prefix = folders.pop(0)
+        found = []
+        try:
+            with os.scandir(folder) as listing:
+                for entry in listing:
+                    if len(entries) >= MAX_FINGERPRINT_ENTRIES:
+                        break
+                    name = prefix + entry.name
+                    try:
+                        add(name, entry.stat(follow_symlinks=False))
+                    except OSError:  # deleted meanwhile
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        found.append((entry.path, name + "/"))
+        except OSError:  # a folder deleted meanwhile: skipped
+            continue
+        folders.extend(sorted(found, key=lambda item: item[1] != _VARIABLES))
+    return tuple(sorted(entries.values()))
+
+
+_VARIABLES = "variables/"
+# What tf.saved_model.load reads first: seen whatever else the folder holds.
+_LOADED_FIRST = (SAVED_MODEL_PB, "fingerprint.pb", "variables")
 
 
 # --- all versions -------------------------------------------------------------------------
@@ -231,8 +309,10 @@ class ModelRepository:
         *,
         max_num_load_retries: int = MAX_NUM_LOAD_RETRIES,
         missing_folder_grace_s: float = MISSING_FOLDER_GRACE_S,
+        max_saved_model_bytes: int = DEFAULT_MAX_SAVED_MODEL_BYTES,
     ) -> None:
         self.base_path = Path(base_path)
+        self.max_saved_model_bytes = max_saved_model_bytes
         self.name = name
         self.poll_seconds = poll_seconds
         self.max_num_load_retries = max_num_load_retries
@@ -256,20 +336,32 @@ class ModelRepository:
         return self._versions
 
     def scan(self) -> dict[int, Path]:
-        """Version folders that may be loaded: integer names holding a saved_model.pb.
+        """Version folders that may be loaded: names of ASCII digits within int64 holding a
+        saved_model.pb (:func:`amazonia.export.contract.parse_version`).
 
         The smoke check publishes through ``.tmp-<version>.*`` and renames it when complete, so
-        other names are skipped, as TF Serving skips them.
+        other names are skipped, as TF Serving skips them. Two names for one version (``7``
+        and ``007``): the last in sorted order is loaded, as TF Serving picks it.
         """
         try:
-            entries = list(self.base_path.iterdir())
+            names = sorted(entry.name for entry in os.scandir(self.base_path))
         except OSError as err:
             raise AmazoniaError(f"cannot list {self.base_path}: {err.strerror}") from None
-        return {
-            int(entry.name): entry
-            for entry in entries
-            if VERSION_DIR_RE.fullmatch(entry.name) and (entry / SAVED_MODEL_PB).is_file()
-        }
+        found: dict[int, Path] = {}
+        for name in names:
+            version = parse_version(name)
+            if version is None or not (self.base_path / name / SAVED_MODEL_PB).is_file():
+                continue
+            if version in found:
+                log.warning(
+                    "folders %s and %s both hold version %d: loading %s",
+                    found[version].name,
+                    name,
+                    version,
+                    name,
+                )
+            found[version] = self.base_path / name
+        return found
 
     def refresh(self) -> None:
         """One poll: load new and changed folders (highest first), then unload versions whose
@@ -310,7 +402,7 @@ class ModelRepository:
     ) -> None:
         self._loading = version
         try:
-            loaded = load_version(path, version)
+            loaded = load_version(path, version, self.max_saved_model_bytes)
         except Exception as err:  # a bad folder must not stop the others
             self._record_failure(version, path, fingerprint, failed, err)
             return
@@ -328,7 +420,8 @@ class ModelRepository:
     def _record_failure(
         self, version: int, path: Path, fingerprint: Fingerprint, failed: LoadFailure | None, err: Exception
     ) -> None:
-        error = str(err) if isinstance(err, AmazoniaError) else f"cannot load {path}: {tf_error_message(err)}"
+        reason = str(err) if isinstance(err, AmazoniaError) else f"cannot load it: {tf_error_message(err)}"
+        error = f"version {version}: {without_server_paths(reason, path)}"
         attempts = failed.attempts + 1 if failed is not None and failed.fingerprint == fingerprint else 1
         if attempts <= self.max_num_load_retries:
             delay = min(self.poll_seconds * 2 ** (attempts - 1), MAX_LOAD_RETRY_INTERVAL_S)
@@ -339,7 +432,7 @@ class ModelRepository:
             plan = f"gave up after {attempts} attempts: change the folder (or touch it) to retry"
         message = f"{error}; {plan}"
         serving = "serving the version loaded before" if version in self._versions else "serving the others"
-        log.warning("%s; %s", message, serving)
+        log.warning("%s; %s (folder %s)", message, serving, path)
         with self._lock:
             self._failures = {
                 **self._failures,
@@ -407,10 +500,10 @@ class ModelRepository:
         if version is None:
             if name == self.name and versions:
                 return versions[max(versions)]
-            raise RestError(NOT_FOUND, f"Servable not found for request: Latest({name})")
+            raise RestError(NOT_FOUND, f"Servable not found for request: Latest({rest.echo(name)})")
         if name == self.name and version in versions:
             return versions[version]
-        raise RestError(NOT_FOUND, f"Servable not found for request: Specific({name}, {version})")
+        raise RestError(NOT_FOUND, f"Servable not found for request: Specific({rest.echo(name)}, {version})")
 
     def status(self, name: str, version: int | None) -> list[dict]:
         """``model_version_status`` entries, highest version first, as TF Serving lists them.
@@ -431,8 +524,8 @@ class ModelRepository:
             entries.update({v: rest.version_status(v, AVAILABLE) for v in self._versions})
         if version is not None:
             if version not in entries:
-                raise RestError(NOT_FOUND, f"Could not find version {version} of model {name}")
+                raise RestError(NOT_FOUND, f"Could not find version {version} of model {rest.echo(name)}")
             return [entries[version]]
         if not entries:
-            raise RestError(NOT_FOUND, f"Could not find any versions of model {name}")
+            raise RestError(NOT_FOUND, f"Could not find any versions of model {rest.echo(name)}")
         return [entries[v] for v in sorted(entries, reverse=True)]

@@ -10,36 +10,44 @@ other. It is a FastAPI app (:func:`create_app`) run by uvicorn:
   ``predictions``/``outputs`` out (conversion in :mod:`amazonia.serving.rest`);
 * ``GET /v1/models/<name>[/versions/<n>]/assets/<label_map.json|thresholds.json>``:
   **our extension**, not TF Serving's: the files of ``assets.extra/``, so that a client
-  can turn outputs into tags without access to the model folder.
+  can turn outputs into tags without access to the model folder;
+* ``.../labels/<label>`` in place of ``/versions/<n>``: TF Serving's version labels.
+  Labels are set in a model config file; without one there are none, and a label is
+  TF Serving's 400 (``Unrecognized servable version label``), but for the status,
+  which TF Serving answers ignoring the label.
+
+Paths are matched as sent, as TF Serving's regexes match them, and the model name and
+label percent-decoded after (``%2F`` is part of a name, not a ``/``).
 
 Which versions are served, and how they are reloaded, is
 :class:`amazonia.serving.repository.ModelRepository`'s business.
 
-Hostile or unlucky clients are bounded (:func:`serve`, ``serve.*`` in params.yaml): a
-request's head, then its body, must arrive within ``read_timeout_seconds``; bodies are
-at most ``max_body_mb``, gunzipped too; idle connections close after
-``keep_alive_seconds``; beyond ``max_connections`` at once uvicorn answers 503. Every
-request error is a 4xx with TF Serving's ``{"error": ...}`` body; a 500 means a fault
-of the server, logged with its traceback.
+Hostile or unlucky clients are bounded (``serve.*`` in params.yaml,
+:class:`amazonia.serving.params.ServeParams`): connections by
+:mod:`amazonia.serving.protocol` (read and write timeouts, unsent answer bytes, head
+size, framing); request bodies here, as sent and gunzipped; the work of a request by
+:mod:`amazonia.serving.budgets` (instances, decoded pixels, decoding at once). No path is
+redirected: what is not a route is TF Serving's error. Every request error is a 4xx with
+TF Serving's ``{"error": ...}`` body and no path of the server's file system; a 500 means
+a fault of the server, logged with its traceback; a request cut off by shutdown is 503.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
-import re
 import socket
 import zlib
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import anyio
 import anyio.to_thread
-import h11
 import numpy as np
 import tensorflow as tf
 import uvicorn
@@ -47,18 +55,20 @@ from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from amazonia.common.params import ServeParams
-from amazonia.data.records import images
 from amazonia.export.contract import (
     LABEL_MAP_ASSET,
     SIGNATURE_FLOAT,
     THRESHOLDS_ASSET,
+    VERSION_DIR_RE,
+    parse_version,
 )
 from amazonia.export.saved_model import tf_error_message
-from amazonia.serving import rest
-from amazonia.serving.repository import ModelRepository, Signature
+from amazonia.serving import budgets, rest
+from amazonia.serving.params import ServeParams
+from amazonia.serving.protocol import BoundedH11Protocol, ConnectionLimits
+from amazonia.serving.repository import LoadedVersion, ModelRepository, Signature
 from amazonia.serving.rest import NOT_FOUND, PAYLOAD_TOO_LARGE, REQUEST_TIMEOUT, RestError, bad_request
 
 log = logging.getLogger(__name__)
@@ -66,70 +76,101 @@ log = logging.getLogger(__name__)
 DEFAULT_SIGNATURE = SIGNATURE_FLOAT  # "serving_default", TF Serving's default signature key too
 ASSETS = (LABEL_MAP_ASSET, THRESHOLDS_ASSET)
 MIN_DRAIN_BYTES = 64 * 2**20
-MAX_CALL_BATCH = 64  # instances per model call; larger requests are run in slices
-PREDICT_CONCURRENCY = max(4, 2 * (os.cpu_count() or 1))  # predictions running at once; others wait
-MAX_VERSION = 2**63 - 1  # versions are int64 in TF Serving's ModelSpec
+# Requests parsed at once, and light model calls (no images, or few pixels) at once: parsing
+# is GIL-bound and inference uses every core, so more only add memory (a 32 MB body parses
+# to ~300 MB of Python objects). Heavier calls are the DecodeScheduler's.
+PREDICT_CONCURRENCY = max(4, 2 * (os.cpu_count() or 1))
+SERVICE_UNAVAILABLE = 503
 CLOSE = {"connection": "close"}  # on answers sent before the body was read to its end
 
 
 # --- requests -----------------------------------------------------------------------------
 
 
-def predict(repository: ModelRepository, name: str, version: int | None, body: bytes) -> bytes:
-    """Answer one ``:predict`` body with TF Serving's JSON; blocking, run it in a thread.
+@dataclass(frozen=True)
+class PredictJob:
+    """A ``:predict`` request read and checked, ready for the model."""
+
+    signature: Signature
+    tensors: Mapping[str, np.ndarray]
+    row_format: bool
+    pixels: list[int]  # decoded pixels of each instance's images (budgets.instance_pixels)
+
+
+def prepare_predict(
+    repository: ModelRepository,
+    name: str,
+    version: int | None,
+    body: bytes,
+    limits: budgets.RequestLimits,
+    label: str | None = None,
+) -> PredictJob:
+    """Read one ``:predict`` body into tensors for the model; blocking, run it in a thread.
 
     Checks come in TF Serving's order: the body is parsed, the model and signature are
-    looked up (an unknown model is 404 whatever the body holds), then the tensors are read.
+    looked up (an unknown model is 404 whatever the body holds), then the tensors are
+    read; then this server's budgets, before anything is decoded.
     """
     request = rest.parse_predict_request(body, DEFAULT_SIGNATURE)
-    model = repository.get(name, version)
+    model = servable(repository, name, version, label)
     signature = model.signatures.get(request.signature_name)
     if signature is None:
-        raise bad_request(f'Serving signature name: "{request.signature_name}" not found in signature def')
+        raise bad_request(
+            f'Serving signature name: "{rest.echo(request.signature_name)}" not found in signature def'
+        )
     tensors = rest.request_tensors(request, signature.inputs)
-    _check_image_sizes(tensors)
-    try:
-        outputs = run_signature(signature, tensors)
-    except (tf.errors.OpError, ValueError, TypeError) as err:
-        # TF Serving answers what the model refuses (undecodable image bytes...) with 400.
-        raise bad_request(tf_error_message(err)) from None
-    return rest.dumps(rest.predict_response(outputs, request.row_format))
+    budgets.check_instances(tensors, limits)
+    pixels = budgets.instance_pixels(tensors, limits)
+    return PredictJob(signature, tensors, request.row_format, pixels)
 
 
-def run_signature(signature: Signature, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Call the signature on slices of at most MAX_CALL_BATCH instances.
+def servable(repository: ModelRepository, name: str, version: int | None, label: str | None) -> LoadedVersion:
+    """The loaded version a request names: by ``label``, by ``version``, else the highest."""
+    if label is not None:  # labels come from a model config file; without one there are none
+        raise bad_request(f"Unrecognized servable version label: {rest.echo(label)}")
+    return repository.get(name, version)
 
-    The answer is the same as in one call; but the memory is bounded: 30 MB of tiny
-    PNGs would otherwise all be decoded to S x S floats at once.
-    """
-    sizes = {len(v) if v.ndim else -1 for v in tensors.values()}
-    batch = sizes.pop() if len(sizes) == 1 else -1
-    if batch <= MAX_CALL_BATCH:  # also scalars and inputs of different lengths: as they are
-        return _call(signature, tensors)
-    parts = [
-        _call(signature, {k: v[start : start + MAX_CALL_BATCH] for k, v in tensors.items()})
-        for start in range(0, batch, MAX_CALL_BATCH)
-    ]
+
+async def run_model(
+    job: PredictJob, decoder: budgets.DecodeScheduler, light_calls: anyio.CapacityLimiter
+) -> dict[str, np.ndarray]:
+    """The signature's outputs for ``job``, called on slices (budgets.call_slices): the
+    answer is the same as in one call, but memory is bounded, and a heavy request takes
+    turns with the others at the decode scheduler."""
+    if budgets.batch_size(job.tensors) is None:  # scalars, or inputs of different lengths: as they are
+        slices = [(0, 0, sum(job.pixels))]
+        whole = True
+    else:
+        slices = budgets.call_slices(job.pixels)
+        whole = len(slices) == 1
+    parts = []
+    for start, stop, pixels in slices:
+        tensors = job.tensors if whole else {k: v[start:stop] for k, v in job.tensors.items()}
+        if pixels > budgets.LIGHT_CALL_PIXELS:
+            async with decoder.slot(pixels):
+                parts.append(await anyio.to_thread.run_sync(call_signature, job.signature, tensors))
+        else:
+            parts.append(
+                await anyio.to_thread.run_sync(call_signature, job.signature, tensors, limiter=light_calls)
+            )
+    if len(parts) == 1:
+        return parts[0]
     return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
 
-def _call(signature: Signature, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    outputs = signature.function(**{k: tf.constant(v) for k, v in tensors.items()})
-    return {name: tensor.numpy() for name, tensor in outputs.items()}
+def call_signature(signature: Signature, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One model call; blocking. What the model refuses (undecodable image bytes...) is
+    400, as TF Serving answers it."""
+    try:
+        outputs = signature.function(**{k: tf.constant(v) for k, v in tensors.items()})
+        return {name: tensor.numpy() for name, tensor in outputs.items()}
+    except (tf.errors.OpError, ValueError, TypeError) as err:
+        raise bad_request(tf_error_message(err)) from None
 
 
-def _check_image_sizes(tensors: Mapping[str, np.ndarray]) -> None:
-    """Refuse images that would decode to more pixels than the decode budget (decompression
-    bombs): a few KB of PNG can decode to gigabytes; and images TensorFlow's decoder would
-    crash the server on. Strings that are no image are left to the model."""
-    for name, array in tensors.items():
-        if array.dtype != object:
-            continue
-        for data in array.flat:
-            try:
-                images.check_decode_budget(data)
-            except images.BadImageError as err:
-                raise bad_request(f"input '{name}': {err}") from None
+def predict_answer(outputs: Mapping[str, np.ndarray], row_format: bool) -> bytes:
+    """TF Serving's JSON answer to a prediction; blocking (a 1,024-instance answer takes ms)."""
+    return rest.predict_response(outputs, row_format)
 
 
 async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
@@ -215,35 +256,47 @@ def _json(obj: Any, status: int = 200) -> Response:
 
 def _malformed(request: Request) -> Response:
     # What TF Serving answers for any /v1/ path it does not know.
-    return _json(rest.error_body(f"Malformed request: {request.method} {request.url.path}"), 400)
+    return _json(rest.error_body(f"Malformed request: {request.method} {rest.echo(request.url.path)}"), 400)
 
 
-def create_app(
-    model_base_path: Path | str,
-    model_name: str,
-    poll_seconds: float,
-    max_body_bytes: int,
-    read_timeout_s: float,
-) -> FastAPI:
+def create_app(model_base_path: Path | str, model_name: str, settings: ServeParams) -> FastAPI:
     """The TF Serving-compatible app serving ``model_base_path`` (``models/<name>/``) as
-    ``model_name``; versions are loaded at startup and polled for while it runs."""
-    repository = ModelRepository(model_base_path, model_name, poll_seconds)
+    ``model_name`` with the limits of ``settings``; versions are loaded at startup and
+    polled for while it runs."""
+    repository = ModelRepository(
+        model_base_path,
+        model_name,
+        settings.poll_seconds,
+        max_saved_model_bytes=settings.max_saved_model_mb * 2**20,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(repository.refresh)
         if not repository.versions:
-            log.warning("no loadable version under %s yet; polling every %g s", model_base_path, poll_seconds)
+            log.warning(
+                "no loadable version under %s yet; polling every %g s", model_base_path, settings.poll_seconds
+            )
         repository.start()
         try:
             yield
         finally:
             repository.stop()
 
-    app = FastAPI(title="amazonia serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    # redirect_slashes=False: Starlette answers a path with a trailing slash by a redirect
+    # to a Location built from the request's Host header; TF Serving has no redirects.
+    app = FastAPI(
+        title="amazonia serve",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        redirect_slashes=False,
+    )
     app.state.repository = repository
+    app.add_middleware(RawPathRouting)
     _add_error_handlers(app)
-    _add_routes(app, repository, max_body_bytes, read_timeout_s)
+    _add_routes(app, repository, settings)
     return app
 
 
@@ -264,42 +317,46 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, err: Exception) -> Response:
         log.exception("unexpected error answering %s %s", request.method, request.url.path)
-        return _json(rest.error_body(f"internal error: {type(err).__name__}: {err}"), 500)
+        # The exception's text may hold server paths: the log has it, the client its type.
+        return _json(rest.error_body(f"internal error ({type(err).__name__}); see the server's log"), 500)
 
 
-def _add_routes(
-    app: FastAPI, repository: ModelRepository, max_body_bytes: int, read_timeout_s: float
-) -> None:
-    # Parsing is GIL-bound and inference uses every core, so more predictions at once
-    # than this only add memory (a 32 MB body parses to ~300 MB of Python objects).
-    predictions = anyio.CapacityLimiter(PREDICT_CONCURRENCY)
+def _add_routes(app: FastAPI, repository: ModelRepository, settings: ServeParams) -> None:
+    parsing = anyio.CapacityLimiter(PREDICT_CONCURRENCY)
+    light_calls = anyio.CapacityLimiter(PREDICT_CONCURRENCY)
+    decoder = budgets.DecodeScheduler(settings.decode_concurrency)
+    limits = budgets.RequestLimits(settings.max_instances, settings.max_request_pixels)
 
     async def status(request: Request) -> Response:
-        name, version = _model_spec(request)
+        name, version, _ = _model_spec(request)  # TF Serving's GetModelStatus ignores a label
         return _json(rest.status_response(repository.status(name, version)))
 
     async def metadata(request: Request) -> Response:
-        name, version = _model_spec(request)
-        model = repository.get(name, version)
+        name, version, label = _model_spec(request)
+        model = servable(repository, name, version, label)
         return _json(rest.metadata_response(name, model.version, model.signature_defs))
 
     async def assets(request: Request) -> Response:
-        name, version = _model_spec(request)
-        model = repository.get(name, version)
-        asset = request.path_params["asset"]
+        model = servable(repository, *_model_spec(request))
+        asset = unquote(request.path_params["asset"])
         if asset not in ASSETS:
             raise RestError(
                 NOT_FOUND,
-                f"no asset {asset!r}: this endpoint (amazonia's extension) serves {', '.join(ASSETS)}",
+                f"no asset {rest.echo(asset)!r}: this endpoint (amazonia's extension) serves "
+                + ", ".join(ASSETS),
             )
         if asset not in model.assets:
             raise RestError(NOT_FOUND, model.assets_error)
         return _json(model.assets[asset])
 
     async def predict_route(request: Request) -> Response:
-        name, version = _model_spec(request)
-        body = await read_body(request, max_body_bytes, read_timeout_s)
-        answer = await anyio.to_thread.run_sync(predict, repository, name, version, body, limiter=predictions)
+        name, version, label = _model_spec(request)
+        body = await read_body(request, settings.max_body_bytes, settings.read_timeout_seconds)
+        job = await anyio.to_thread.run_sync(
+            prepare_predict, repository, name, version, body, limits, label, limiter=parsing
+        )
+        outputs = await run_model(job, decoder, light_calls)
+        answer = await anyio.to_thread.run_sync(predict_answer, outputs, job.row_format)
         return Response(content=answer, media_type="application/json")
 
     # Handlers read request.path_params, so FastAPI adds no query or body parameters.
@@ -307,29 +364,48 @@ def _add_routes(
         raise bad_request("Missing model name in request.")
 
     app.add_api_route("/v1/models", no_model_name, methods=["GET"])
-    for prefix in ("/v1/models/{name}", "/v1/models/{name}/versions/{version}"):
+    for prefix in (
+        "/v1/models/{name}",
+        "/v1/models/{name}/versions/{version}",
+        "/v1/models/{name}/labels/{label}",
+    ):
         app.add_api_route(prefix, status, methods=["GET"])
         app.add_api_route(prefix + "/metadata", metadata, methods=["GET"])
         app.add_api_route(prefix + "/assets/{asset}", assets, methods=["GET"])
         app.add_api_route(prefix + ":predict", predict_route, methods=["POST"])
 
 
-def _model_spec(request: Request) -> tuple[str, int | None]:
-    """Model name and version (None: the highest) of a request's path, checked as TF
-    Serving's path regex and ``absl::SimpleAtoi`` check them."""
-    name, version = request.path_params["name"], request.path_params.get("version")
-    # TF Serving's names exclude ':' (e.g. GET .../PlanetModel:predict); versions are digits.
-    if ":" in name or (version is not None and not _DIGITS.fullmatch(version)):
-        raise bad_request(f"Malformed request: {request.method} {request.url.path}")
+def _model_spec(request: Request) -> tuple[str, int | None, str | None]:
+    """Model name, version (None: the highest) and version label of a request's path,
+    checked as TF Serving's path regexes and ``absl::SimpleAtoi`` check them; the name and
+    label percent-decoded after, as TF Serving's ``curl_easy_unescape`` decodes them."""
+    params = request.path_params
+    name, version, label = params["name"], params.get("version"), params.get("label")
+    # TF Serving's names and labels exclude ':' (e.g. GET .../PlanetModel:predict); versions
+    # are ASCII digits.
+    if ":" in name or ":" in (label or "") or (version is not None and not VERSION_DIR_RE.fullmatch(version)):
+        raise bad_request(f"Malformed request: {request.method} {rest.echo(request.url.path)}")
+    label = None if label is None else unquote(label)
     if version is None:
-        return name, None
-    significant = version.lstrip("0")
-    if len(significant) > len(str(MAX_VERSION)) or int(significant or "0") > MAX_VERSION:
-        raise bad_request(f"Failed to convert version: {version} to numeric.")
-    return name, int(significant or "0")
+        return unquote(name), None, label
+    number = parse_version(version)
+    if number is None:
+        raise bad_request(f"Failed to convert version: {rest.echo(version)} to numeric.")
+    return unquote(name), number, label
 
 
-_DIGITS = re.compile(r"[0-9]+")
+class RawPathRouting:
+    """ASGI middleware: routes match the path as sent, as TF Serving's regexes match it
+    (``/v1/models/a%2Fb`` names model ``a/b``, not a path with one more segment); uvicorn's
+    ``path`` is percent-decoded already."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("raw_path"):
+            scope = {**scope, "path": scope["raw_path"].decode("latin-1")}
+        await self.app(scope, receive, send)
 
 
 # --- running ------------------------------------------------------------------------------
@@ -337,99 +413,73 @@ _DIGITS = re.compile(r"[0-9]+")
 
 def serve(app: FastAPI, sock: socket.socket, settings: ServeParams, verbose: bool = False) -> None:
     """Run ``app`` on the bound ``sock`` until SIGINT/SIGTERM, with the connection limits of
-    ``settings`` (uvicorn's, plus a request-head timeout uvicorn lacks)."""
+    ``settings`` (uvicorn's, and :mod:`amazonia.serving.protocol`'s)."""
+    limits = ConnectionLimits(
+        read_timeout_s=settings.read_timeout_seconds,
+        write_timeout_s=settings.write_timeout_seconds,
+        max_head_bytes=settings.max_header_kb * 1024,
+        max_unsent_bytes=settings.max_unsent_kb * 1024,
+    )
+    shutdown = CutOffAtShutdown(app, settings.graceful_shutdown_seconds)
     config = uvicorn.Config(
-        app,
-        http=functools.partial(HeadTimeoutProtocol, head_timeout_s=settings.read_timeout_seconds),
+        shutdown,
+        http=lambda *args, **kwargs: BoundedH11Protocol(*args, limits=limits, **kwargs),
         timeout_keep_alive=settings.keep_alive_seconds,
         limit_concurrency=settings.max_connections,
-        h11_max_incomplete_event_size=settings.max_header_kb * 1024,
+        h11_max_incomplete_event_size=limits.max_head_bytes,
         timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
         log_level="info" if verbose else "warning",
         access_log=verbose,
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    server = uvicorn.Server(config)
+    shutdown.server = server
+    server.run(sockets=[sock])
 
 
-class HeadTimeoutProtocol(H11Protocol):
-    """uvicorn's h11 protocol that also closes a connection whose request head has not
-    arrived ``head_timeout_s`` after the connection opened, or after the request's first
-    byte on a kept-alive one.
+class CutOffAtShutdown:
+    """ASGI wrapper: a request still running when uvicorn stops waiting for it on SIGTERM
+    (``serve.graceful_shutdown_seconds``) is answered 503 with TF Serving's JSON error,
+    and ends without a traceback.
 
-    uvicorn times connections out only while idle between requests: a client that
-    connects and sends nothing, or a header byte now and then, would hold its connection
-    (and one of ``limit_concurrency``'s places) forever.
-
-    A request answered before its body arrived (a route that reads none: status,
-    metadata, an unknown path) must send the rest of its body within ``head_timeout_s``
-    of the answer, and the next request head within ``head_timeout_s`` after that:
-    uvicorn waits for such a body with no timeout (every byte of it cancels its
-    keep-alive timeout) and arms none once it is in.
+    uvicorn cancels such a request's task: left alone, the cancellation reaches uvicorn,
+    which logs it as an application error and answers 500.
     """
 
-    def __init__(self, *args: Any, head_timeout_s: float, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.head_timeout_s = head_timeout_s
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._answered_body_timer: asyncio.TimerHandle | None = None
-        self._answered_cycle: object = None  # uvicorn's RequestResponseCycle answered before its body
+    def __init__(self, app: ASGIApp, grace_s: float) -> None:
+        self.app = app
+        self.grace_s = grace_s
+        self.server: uvicorn.Server | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
-        super().connection_made(transport)  # type: ignore[arg-type]
-        self._start_head_timer()
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
 
-    def data_received(self, data: bytes) -> None:
-        if self._head_timer is None and self.conn.their_state is h11.IDLE:
-            self._start_head_timer()  # a next request begins on a kept-alive connection
-        super().data_received(data)
-        if self._answered_body_timer is not None and not self._awaiting_answered_body():
-            self._stop_answered_body_timer()
-            if self.conn.their_state is h11.IDLE and self._head_timer is None:
-                self._start_head_timer()  # uvicorn began the next cycle without a keep-alive timeout
-        if self.conn.their_state is not h11.IDLE:
-            self._stop_head_timer()
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
 
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
-            self._answered_cycle = self.cycle
-            self._answered_body_timer = self.loop.call_later(
-                self.head_timeout_s, self._answered_body_timed_out
+        try:
+            await self.app(scope, receive, send_tracked)
+        except asyncio.CancelledError:
+            if scope["type"] != "http" or self.server is None or not self.server.should_exit:
+                raise
+            log.warning(
+                "%s %s cut off: still running %g s after shutdown began (serve.graceful_shutdown_seconds)",
+                scope["method"],
+                rest.echo(scope["path"]),
+                self.grace_s,
             )
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_head_timer()
-        self._stop_answered_body_timer()
-        super().connection_lost(exc)
-
-    def _awaiting_answered_body(self) -> bool:
-        return self.cycle is self._answered_cycle and self.conn.their_state is h11.SEND_BODY
-
-    def _stop_answered_body_timer(self) -> None:
-        if self._answered_body_timer is not None:
-            self._answered_body_timer.cancel()
-            self._answered_body_timer = None
-        self._answered_cycle = None
-
-    def _answered_body_timed_out(self) -> None:
-        self._answered_body_timer = None
-        if self._awaiting_answered_body() and not self.transport.is_closing():
-            log.info(
-                "closed a connection: the body of an answered request did not arrive within %g s",
-                self.head_timeout_s,
-            )
-            self.transport.close()
-
-    def _start_head_timer(self) -> None:
-        self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
-
-    def _stop_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def _head_timed_out(self) -> None:
-        self._head_timer = None
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-            log.info("closed a connection: no request head within %g s", self.head_timeout_s)
-            self.transport.close()
+            if not started:
+                body = rest.dumps(
+                    rest.error_body(
+                        "the server is shutting down and this request did not finish within "
+                        f"{self.grace_s:g} s (serve.graceful_shutdown_seconds); send it again"
+                    )
+                )
+                headers = [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ]
+                await send({"type": "http.response.start", "status": SERVICE_UNAVAILABLE, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+            # Not re-raised: uvicorn cancelled the task to end it, and it ends here.

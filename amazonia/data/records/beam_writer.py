@@ -61,10 +61,8 @@ def write_split_beam(
     out_dir: Path | str,
     *,
     split: str,
-    image_size: int,
     shard_mb: float,
     on_bad_image: str = "skip",
-    jpeg_quality: int = 90,
     beam_options: Sequence[str] = (),
 ) -> Manifest:
     """:func:`amazonia.data.records.writer.write_split` as a Beam pipeline; same arguments,
@@ -74,7 +72,7 @@ def write_split_beam(
     batch runner (:data:`LOCAL_RUNNER`) runs it on this machine.
 
     Raises:
-        BadImageError: a chip cannot be decoded and ``on_bad_image`` is ``'error'``
+        BadImageError: a chip fails the check and ``on_bad_image`` is ``'error'``
             (found once the pipeline ran; ``out_dir`` is left as it was).
     """
     root = str(raw_dir) if "://" in str(raw_dir) else str(Path(raw_dir).resolve())
@@ -98,8 +96,6 @@ def write_split_beam(
                 jobs,
                 staging,
                 split=split,
-                image_size=image_size,
-                jpeg_quality=jpeg_quality,
                 shard_bytes=int(shard_mb * 2**20),
             )
         if staging != str(tmp):
@@ -136,16 +132,10 @@ def _serialize(
     target: str,
     *,
     split: str,
-    image_size: int,
-    jpeg_quality: int,
     shard_bytes: int,
 ) -> None:
     """The pipeline's steps (see the module docstring), writing into ``target``."""
-    encoded = (
-        pipeline
-        | "Chips" >> beam.Create(list(enumerate(jobs)))
-        | "Encode" >> beam.Map(_encode, image_size, jpeg_quality)
-    )
+    encoded = pipeline | "Chips" >> beam.Create(list(enumerate(jobs))) | "Encode" >> beam.Map(_encode)
     plan = (
         encoded
         | "Sizes" >> beam.Map(lambda item: (item[0], None if item[2] is None else len(item[2])))
@@ -176,16 +166,13 @@ def _serialize(
             _write_manifest,
             target,
             split,
-            image_size,
             beam.pvalue.AsSingleton(shards),
             beam.pvalue.AsSingleton(outcomes),
         )
     )
 
 
-def _encode(
-    item: tuple[int, encode.ChipJob], image_size: int, jpeg_quality: int
-) -> tuple[int, ChipOutcome, bytes | None]:
+def _encode(item: tuple[int, encode.ChipJob]) -> tuple[int, ChipOutcome, bytes | None]:
     """``(row, job)`` -> ``(row, outcome, record or None)``, the chip read through Beam's filesystems."""
     row, job = item
     try:
@@ -194,8 +181,8 @@ def _encode(
     except OSError as err:  # Beam's BeamIOError is one
         result = encode.Encoded(None, encode.unreadable(err), None)
     else:
-        result = encode.encode_bytes(job, data, image_size, jpeg_quality)
-    outcome = ChipOutcome(job.name, job.weather, job.ground, result.error, result.converted_from)
+        result = encode.encode_bytes(job, data)
+    outcome = ChipOutcome(job.name, job.weather, job.ground, result.error, result.format)
     return row, outcome, result.example
 
 
@@ -224,13 +211,12 @@ def _write_manifest(
     _: None,
     target: str,
     split: str,
-    image_size: int,
     shards: list[ShardInfo],
     outcomes: list[tuple[int, ChipOutcome]],
 ) -> None:
     """The manifest, once every shard is written: the split's commit marker."""
     ordered = [outcome for _, outcome in sorted(outcomes, key=lambda item: item[0])]
-    manifest = build_manifest(split, image_size, sorted(shards, key=lambda s: s.file), ordered)
+    manifest = build_manifest(split, sorted(shards, key=lambda s: s.file), ordered)
     with FileSystems.create(FileSystems.join(target, MANIFEST_FILE), compression_type=_RAW) as handle:
         handle.write(manifest.to_json().encode("utf-8"))
 

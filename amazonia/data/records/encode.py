@@ -1,15 +1,18 @@
 """One chip and its labels -> the serialized Example of its record, or why it is skipped.
 
-TensorFlow-free (PIL and protobuf's wire format by hand): this runs in the local
-writer's worker processes and on Beam's workers, which then send the parent only the
-finished record bytes.
+Pixel-free for Kaggle's JPEGs: the chip's bytes pass :func:`amazonia.data.records.images.check_image`
+(the decode budget, the decoder-amplification limits, TensorFlow's acceptance read from the
+file's structure) and go into the record as they are, next to labels encoded by hand
+(:mod:`amazonia.data.records.schema`). A GIF, WebP or JPEG XL chip is also decoded once by
+TensorFlow (:mod:`amazonia.data.records.decode_confirmation`). This runs in the local writer
+and on Beam's workers alike.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-from amazonia.data.records import images, schema
+from amazonia.data.records import decode_confirmation, images, schema
 
 
 class ChipJob(NamedTuple):
@@ -22,36 +25,31 @@ class ChipJob(NamedTuple):
 
 
 class Encoded(NamedTuple):
-    """A chip's record (``example``) or the reason it is skipped (``error``), never both."""
+    """A chip's record (``example``) and format, or the reason it is skipped (``error``)."""
 
     example: bytes | None
     error: str | None
-    converted_from: str | None  # e.g. "PNG/RGBA"; None for an RGB JPEG
+    format: str | None  # e.g. "JPEG", as check_image names it; None when skipped
 
 
-def encode_bytes(job: ChipJob, data: bytes, image_size: int, jpeg_quality: int) -> Encoded:
+def encode_bytes(job: ChipJob, data: bytes) -> Encoded:
     """The record of ``job`` whose chip file holds ``data``."""
     try:
-        chip = images.prepare_chip_bytes(data, image_size, jpeg_quality)
+        kind = images.check_image(data)
+        decode_confirmation.confirm_decodable(data, kind)
     except images.BadImageError as err:
         return Encoded(None, str(err), None)
-    example = schema.make_example(job.name, chip.jpeg, job.weather, job.ground)
-    return Encoded(example, None, chip.converted_from)
+    return Encoded(schema.make_example(job.name, data, job.weather, job.ground), None, kind)
 
 
-def encode_file(job: ChipJob, image_size: int, jpeg_quality: int) -> Encoded:
+def encode_file(job: ChipJob) -> Encoded:
     """The record of ``job``, reading its chip from the local file system."""
     try:
-        with open(job.path, "rb") as handle:
+        with open(job.path, "rb", buffering=0) as handle:  # one read of the whole file
             data = handle.read()
     except OSError as err:
         return Encoded(None, unreadable(err), None)
-    return encode_bytes(job, data, image_size, jpeg_quality)
-
-
-def encode_file_job(args: tuple[ChipJob, int, int]) -> Encoded:
-    """:func:`encode_file` for ``Pool.imap``: ``(job, image_size, jpeg_quality)``."""
-    return encode_file(*args)
+    return encode_bytes(job, data)
 
 
 UNREADABLE = "cannot read: "

@@ -1,26 +1,26 @@
-"""Turning a chip file into the JPEG bytes that go into a TFRecord.
+"""The one check an image passes before TensorFlow decodes it, wherever it comes from.
 
-Pure PIL and numpy, no TensorFlow: this runs in the serialize stage's worker
-processes. A chip decodes to the pixels the served model's ``tf.io.decode_image``
-(``serving_bytes``) gets from the same file, so training sees what serving sees, and
-nothing is decoded past :data:`MAX_DECODED_PIXELS`, the budget the server enforces too.
+The server runs :func:`check_image` on every request image, the serialize stage on
+every chip before its bytes go into a shard, the contact sheet before it draws one.
+Read from the file's bytes alone, no pixel decoded, no TensorFlow:
+
+1. the decode budget: what the decoder would allocate, from the headers
+   (:mod:`amazonia.data.records.image_headers`), at most :data:`MAX_DECODED_PIXELS`,
+   every GIF frame counted;
+2. decoder amplification the budget does not see: JPEG scans (libjpeg decodes each over
+   the whole image), compressed PNG metadata and PNG image data past the last row
+   (libpng inflates both in full);
+3. TensorFlow's acceptance: the file is complete and consistent as its decoder reads it
+   (:mod:`amazonia.data.records.image_structure`), so a chip in a shard is one the
+   model's ``tf.io.decode_image`` decodes, in training and in serving alike.
 """
 
 from __future__ import annotations
 
-import io
 import math
-import re
-import struct
-import warnings
-from dataclasses import dataclass
-from pathlib import Path
-
-import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from amazonia.common.errors import AmazoniaError
-from amazonia.data.records import image_headers
+from amazonia.data.records import image_headers, image_structure
 from amazonia.data.records.image_headers import ImageHeader
 
 # Pixels one image may decode to, all frames a decoder touches counted: a 4096x4096
@@ -30,99 +30,82 @@ MAX_DECODED_PIXELS = 4096 * 4096
 # giflib keeps every frame of a GIF, each with its own allocations, however small: a
 # 30 MB request of 1x1 frames would hold millions. No satellite chip is animated.
 MAX_GIF_FRAMES = 1000
-# PIL's own check, which warns above the limit and raises above twice it, reads only
-# the first frame's header: a second line of defence behind check_decode_budget.
-Image.MAX_IMAGE_PIXELS = MAX_DECODED_PIXELS
+# libjpeg decodes every scan over every block of its components: a 57 KB progressive
+# JPEG of 2048x2048 repeating one scan 2,000 times costs 3.2 s of CPU, 6,000 scans of a
+# larger one 43 s. Encoders write 1 to 3 (sequential) or about 10 (progressive, mozjpeg
+# a few more); 100 scans of a 4096x4096 image cost 0.7 s, seven times its plain decode.
+MAX_JPEG_SCANS = 100
+# libpng inflates every zTXt, compressed iTXt and iCCP chunk (up to 8 MB each) as it
+# reads the file: 300 of them in 2.3 MB cost 7.6 s of CPU per request. Real text and
+# colour profiles take a few KB, an embedded profile rarely over 100 KB.
+MAX_PNG_METADATA_BYTES = 1 << 20
+# Image data past the last row is inflated too, and discarded with a warning: 2 MB of
+# deflate decompress to 2 GB in 3.2 s. Encoders write none.
+MAX_PNG_SURPLUS_BYTES = 1 << 20
 
-_OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
-_PIL_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
-_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
-_BMP_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+_CAPS = image_structure.Caps(
+    jpeg_scans=MAX_JPEG_SCANS,
+    png_metadata_bytes=MAX_PNG_METADATA_BYTES,
+    png_surplus_bytes=MAX_PNG_SURPLUS_BYTES,
+)
 _SIDE = math.isqrt(MAX_DECODED_PIXELS)
 _BUDGET = f"{MAX_DECODED_PIXELS:,} ({_SIDE}x{_SIDE}) decoded per image"
+UNREADABLE = "not a readable image: "
+# What decode_image itself says of a file it cannot classify; the server answers it too.
+_UNKNOWN_FORMAT = "Unknown image file format. One of JPEG, JPEG XL, PNG, GIF, BMP, WebP required"
+_OTHER_FORMATS = {  # first bytes of formats a chip is often saved in by mistake
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+    b"\x00\x00\x00\x0cjP  ": "JPEG 2000",
+    b"\xff\x4f\xff\x51": "JPEG 2000",
+    b"8BPS": "Photoshop",
+}
 
 
 class BadImageError(AmazoniaError):
-    """A chip cannot be decoded (corrupt, truncated, not an image)."""
+    """An image TensorFlow's decoder refuses (corrupt, truncated, not an image) or that
+    would cost more to decode than the limits allow."""
 
 
 class ImageTooLargeError(BadImageError):
-    """An image would decode to more pixels than the decode budget allows."""
+    """An image over the decode budget or a decoder-amplification limit."""
 
 
-def check_decode_budget(data: bytes) -> None:
-    """Raise :class:`ImageTooLargeError` when decoding ``data`` needs more than
-    :data:`MAX_DECODED_PIXELS` pixels, or it is a GIF of more than
-    :data:`MAX_GIF_FRAMES` frames; reads headers only.
+def check_image(data: bytes) -> str:
+    """The format of ``data`` (one of :data:`image_headers.TF_FORMATS`), once it has passed
+    the decode budget, the amplification limits and TensorFlow's acceptance.
 
-    Counted is what each decoder involved materialises: for a GIF, every frame
-    (TensorFlow decodes them all, then keeps the first) or its canvas if larger; for
-    other formats the one image they decode (an animated WebP or APNG: its first frame).
-    Files TensorFlow does not decode, and headers too broken to read, are left to
-    the decoder, which refuses them. Raises :class:`BadImageError` for a file that
-    TensorFlow's decoder would crash on (an animated WebP without alpha).
+    Raises:
+        ImageTooLargeError: over :data:`MAX_DECODED_PIXELS`, :data:`MAX_GIF_FRAMES`,
+            :data:`MAX_JPEG_SCANS`, :data:`MAX_PNG_METADATA_BYTES`,
+            :data:`MAX_PNG_SURPLUS_BYTES`, or a header of more than
+            :data:`image_headers.MAX_HEADER_BLOCKS` blocks.
+        BadImageError: ``tf.io.decode_image(channels=0, expand_animations=False)`` would
+            refuse it (or crash on it: an animated WebP without alpha).
     """
-    _checked_header(data)
-
-
-@dataclass(frozen=True)
-class PreparedChip:
-    jpeg: bytes
-    converted_from: str | None  # e.g. "PNG/RGBA"; None when the input was an RGB JPEG
-
-
-def prepare_chip(path: Path | str, size: int, quality: int = 90) -> PreparedChip:
-    """Read a chip and return RGB JPEG bytes at ``size`` x ``size``.
-
-    An RGB JPEG that already has the right size is returned byte for byte; other
-    modes (grayscale, RGBA, CMYK, palette, 16-bit) and formats (PNG bytes in a
-    ``.jpg``) are converted to RGB as TensorFlow's ``decode_image(channels=3)``
-    converts them. Raises :class:`BadImageError` for files that cannot be read or that
-    the served model could not read, :class:`ImageTooLargeError` past the budget.
-    """
+    if not data:
+        raise BadImageError("empty file")
+    kind = image_headers.sniff_format(data)
+    if kind is None:
+        raise BadImageError(_unknown_format_message(data))
+    header = _checked_header(data)
     try:
-        data = Path(path).read_bytes()
-    except OSError as err:
-        raise BadImageError(f"cannot read: {err.strerror or err}") from None
-    return prepare_chip_bytes(data, size, quality)
-
-
-def prepare_chip_bytes(data: bytes, size: int, quality: int = 90) -> PreparedChip:
-    """:func:`prepare_chip` on bytes already in memory."""
-    rgb, converted = _decode(data, size)
-    if rgb is None:
-        return PreparedChip(jpeg=data, converted_from=None)
-    if rgb.size != (size, size):
-        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    buffer = io.BytesIO()
-    rgb.save(buffer, format="JPEG", quality=quality)
-    return PreparedChip(jpeg=buffer.getvalue(), converted_from=None if converted == "JPEG/RGB" else converted)
-
-
-def decode_rgb(data: bytes) -> Image.Image:
-    """The RGB pixels the served model decodes from ``data`` (the ``serving_bytes``
-    signature's ``decode_image``), at full size; raises as :func:`prepare_chip` does."""
-    rgb, _ = _decode(data, None)
-    return rgb
-
-
-def describe_decode_error(err: Exception) -> str:
-    """PIL's message without what differs between runs: the reason lands in manifest.json,
-    which must be the same bytes for the same chips. PIL names the stream it read
-    (``<_io.BytesIO object at 0x7f...>``), an address that changes every run."""
-    if isinstance(err, UnidentifiedImageError):
-        return "not a format PIL can identify"
-    return _OBJECT_REPR.sub("<data>", str(err)) or type(err).__name__
+        structure = image_structure.inspect(data, kind, _CAPS)
+    except image_structure.Undecodable as err:
+        raise BadImageError(f"{UNREADABLE}{err} (TensorFlow's decoder refuses it); re-encode it") from None
+    except image_headers.HeaderTooLongError as err:
+        raise _header_too_long(err.format) from None
+    if header is None:  # a header the structure walk passed but the size reader could not read
+        raise BadImageError(f"{UNREADABLE}a {kind} file with a malformed header; re-encode it")
+    _check_amplification(structure)
+    return kind
 
 
 def _checked_header(data: bytes) -> ImageHeader | None:
     try:
         header = image_headers.read_header(data, MAX_GIF_FRAMES)
     except image_headers.HeaderTooLongError as err:
-        raise ImageTooLargeError(
-            f"a {err.format} file whose header takes more than {image_headers.MAX_HEADER_BLOCKS:,} "
-            "blocks to read (real files need a few dozen to a few thousand): refused unread; re-encode it"
-        ) from None
+        raise _header_too_long(err.format) from None
     if header is None:
         return None
     if header.webp_animated_without_alpha:
@@ -140,161 +123,38 @@ def _checked_header(data: bytes) -> ImageHeader | None:
     return header
 
 
-def _decode(data: bytes, size: int | None) -> tuple[Image.Image | None, str]:
-    """``data`` as RGB and its ``format/mode``; the image is None when ``data`` is an RGB
-    JPEG of ``size`` x ``size`` already, to be kept byte for byte."""
-    if not data:
-        raise BadImageError("empty file")
-    header = _checked_header(data)
-    kind = image_headers.sniff_format(data)
-    if kind is None:
-        raise BadImageError(_unsupported_format_message(data))
-    if kind == image_headers.JXL:
-        raise BadImageError(
-            "a JPEG XL image: this stage decodes with PIL, which has no JPEG XL decoder; convert it to PNG"
-        )
-    if kind == image_headers.BMP:
-        return _decode_bmp(data)
-    image, converted, verbatim = _open(data, size)
-    if verbatim:
-        return None, converted
-    if kind == image_headers.GIF:
-        return _gif_first_frame(image, header), converted
-    return _to_rgb(image), converted
-
-
-def _open(data: bytes, size: int | None) -> tuple[Image.Image, str, bool]:
-    """PIL's first frame of ``data``, loaded, its ``format/mode`` and whether it is an
-    RGB JPEG of ``size`` x ``size`` already."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            kind = f"{image.format}/{image.mode}"
-            verbatim = kind == "JPEG/RGB" and image.size == (size, size)
-            if image.format == "JPEG" and size is not None and not verbatim:
-                # libjpeg's 1/2, 1/4, 1/8 scaling while decoding halves serialize's time
-                # (2.0 -> 1.0 ms a 256 px chip). It is not the serving graph's bilinear
-                # resize: ~1 level of 255 apart on average, well inside JPEG's own error.
-                image.draft("RGB", (size, size))
-            image.load()  # a truncated or corrupt file fails here, not later in TensorFlow
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        # Only where PIL reads a header otherwise than TensorFlow does: check_decode_budget ran first.
-        match = _PIL_BOMB_PIXELS.search(str(err))
-        pixels = f"{int(match.group(1)):,}" if match else "more"
+def _check_amplification(structure: image_structure.Structure) -> None:
+    if structure.jpeg_scans > MAX_JPEG_SCANS:
         raise ImageTooLargeError(
-            f"an image of {pixels} pixels as PIL reads its header: more than the {_BUDGET}; "
-            "scale it down first"
-        ) from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise BadImageError(f"not a readable image: {describe_decode_error(err)}") from None
-    return image, kind, verbatim
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode in _SIXTEEN_BIT_MODES:
-        # TensorFlow keeps the high byte of 16-bit samples (libpng's strip_16, what
-        # convert_image_dtype does too); PIL's convert clips them to 255 instead,
-        # which turns all but the darkest pixels white.
-        samples = np.clip(np.asarray(image, dtype=np.int64), 0, 0xFFFF) >> 8
-        image = Image.fromarray(samples.astype(np.uint8), "L")
-    # Alpha is dropped, not composited, as decode_image(channels=3) drops it.
-    return image if image.mode == "RGB" else image.convert("RGB")
-
-
-def _gif_first_frame(image: Image.Image, header: ImageHeader | None) -> Image.Image:
-    """Frame 0 as TensorFlow's GIF decoder draws it, on TensorFlow's canvas.
-
-    That canvas is the largest frame (PIL uses the logical screen), frame 0 sits at
-    its offset, and where frame 0 is transparent or absent the pixel is black (PIL
-    shows the palette colour of the transparent index there).
-    """
-    if header is None or image.mode != "P":
-        raise BadImageError(
-            "a GIF without a colour table or with a broken header: TensorFlow's decoder refuses it; "
-            "convert it to PNG"
+            f"a JPEG of more than {MAX_JPEG_SCANS} scans (libjpeg decodes each over the whole image; "
+            "encoders write at most a few dozen): re-encode it"
         )
-    frame = header.gif_frames[0]
-    indices = np.asarray(image)
-    bottom = min(frame.top + frame.height, header.height, indices.shape[0])
-    right = min(frame.left + frame.width, header.width, indices.shape[1])
-    region = indices[frame.top : bottom, frame.left : right]
-    drawn = region != frame.transparent_index
-    if np.any(region[drawn] >= frame.colors):
-        raise BadImageError(
-            f"a GIF whose first frame uses colours past its {frame.colors}-colour table: "
-            "TensorFlow's decoder refuses it; convert it to PNG"
+    if structure.png_metadata_bytes > MAX_PNG_METADATA_BYTES:
+        raise ImageTooLargeError(
+            f"a PNG whose compressed text and colour-profile chunks inflate to more than "
+            f"{MAX_PNG_METADATA_BYTES:,} bytes (libpng inflates them all): strip its metadata "
+            "(e.g. re-save it without text chunks)"
         )
-    palette = np.zeros((256, 3), np.uint8)
-    colours = np.asarray(image.getpalette("RGB") or [], np.uint8).reshape(-1, 3)[:256]
-    palette[: len(colours)] = colours
-    canvas = np.zeros((header.height, header.width, 3), np.uint8)
-    canvas[frame.top : bottom, frame.left : right] = np.where(drawn[..., None], palette[region], 0)
-    return Image.fromarray(canvas, "RGB")
-
-
-def _decode_bmp(data: bytes) -> tuple[Image.Image, str]:
-    """A BMP read exactly as TensorFlow's decoder reads it (``DecodeBmpV2``), which
-    PIL does not: it takes 8-bit pixels as gray levels whatever the palette and
-    refuses compressed and 1-, 4- and 16-bit files."""
-    if len(data) < 32:
-        raise BadImageError(f"not a readable image: a BMP of {len(data)} bytes, shorter than its header")
-    (offset,) = struct.unpack_from("<i", data, 10)
-    width, height = struct.unpack_from("<ii", data, 18)
-    (bits,) = struct.unpack_from("<h", data, 28)
-    channels = bits // 8
-    if channels not in _BMP_MODES:
-        raise BadImageError(
-            f"a {bits}-bit BMP: TensorFlow's decoder reads only 8-, 24- and 32-bit BMPs; convert it to PNG"
+    if structure.png_surplus_bytes > MAX_PNG_SURPLUS_BYTES:
+        raise ImageTooLargeError(
+            f"a PNG whose image data inflates to more than {MAX_PNG_SURPLUS_BYTES:,} bytes past its "
+            "last row (libpng inflates and discards them): re-encode it"
         )
-    row = (channels * width + 3) // 4 * 4
-    if width <= 0 or height == 0 or offset < 0 or len(data) != offset + row * abs(height):
-        raise BadImageError(
-            "a compressed, cut or malformed BMP (its size does not match its header): "
-            "TensorFlow's decoder refuses it; convert it to PNG"
-        )
-    rows = np.frombuffer(data, np.uint8, row * abs(height), offset).reshape(abs(height), row)
-    pixels = rows[:, : channels * width].reshape(abs(height), width, channels)
-    if height > 0:  # stored bottom-up
-        pixels = pixels[::-1]
-    if channels == 1:
-        if not _gray_palette(data, offset, pixels):
-            raise BadImageError(
-                "an 8-bit BMP with a colour palette: TensorFlow's decoder reads its palette indices "
-                "as gray levels, so the served model would see other pixels; convert it to PNG"
-            )
-        rgb = np.repeat(pixels, 3, axis=2)
-    else:
-        rgb = pixels[..., 2::-1]  # BGR(A) -> RGB, alpha dropped
-    return Image.fromarray(np.ascontiguousarray(rgb), "RGB"), f"BMP/{_BMP_MODES[channels]}"
 
 
-def _gray_palette(data: bytes, offset: int, pixels: np.ndarray) -> bool:
-    """Whether every index used maps to its own gray level, or there is no palette."""
-    (info_size,) = struct.unpack_from("<I", data, 14)
-    start = 14 + info_size
-    entries = np.frombuffer(data[start:offset][: 256 * 4], np.uint8)
-    if len(entries) < 4:
-        return True
-    palette = entries[: len(entries) // 4 * 4].reshape(-1, 4)[:, :3]
-    used = np.unique(pixels)
-    return bool(used[-1] < len(palette) and np.all(palette[used] == used[:, None]))
-
-
-def _unsupported_format_message(data: bytes) -> str:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                name = image.format
-    except Image.DecompressionBombError:
-        name = "large"
-    except (OSError, SyntaxError, ValueError) as err:
-        return f"not a readable image: {describe_decode_error(err)}"
-    return (
-        f"a {name} image: the served model decodes only {', '.join(image_headers.TF_FORMATS)} "
-        "(TensorFlow's decode_image), so it could not read this one; convert it to PNG"
+def _header_too_long(kind: str) -> ImageTooLargeError:
+    return ImageTooLargeError(
+        f"a {kind} file whose header takes more than {image_headers.MAX_HEADER_BLOCKS:,} "
+        "blocks to read (real files need a few dozen to a few thousand): refused unread; re-encode it"
     )
+
+
+def _unknown_format_message(data: bytes) -> str:
+    name = next((name for magic, name in _OTHER_FORMATS.items() if data.startswith(magic)), None)
+    if name is None and data[4:8] == b"ftyp":
+        name = "HEIF or AVIF" if data[8:12] in (b"heic", b"heix", b"mif1", b"avif", b"avis") else None
+    what = f"a {name} image" if name else "its first bytes are those of no format TensorFlow decodes"
+    return f"{UNREADABLE}{_UNKNOWN_FORMAT} ({what}); convert it to PNG"
 
 
 def _too_large_message(header: ImageHeader) -> str:

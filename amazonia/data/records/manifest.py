@@ -37,12 +37,11 @@ class ShardInfo:
 @dataclass
 class Manifest:
     split: str
-    image_size: int
     examples: int
     shards: list[ShardInfo]
     label_counts: dict[str, int]
     skipped: list[dict[str, str]] = field(default_factory=list)
-    converted: list[dict[str, str]] = field(default_factory=list)
+    formats: dict[str, int] = field(default_factory=dict)  # stored chips per file format
     schema_version: int = SCHEMA_VERSION
     format: dict = field(default_factory=lambda: {"features": dict(FEATURE_DESCRIPTIONS)})
 
@@ -65,31 +64,28 @@ class ChipOutcome(NamedTuple):
     weather: tuple[int, ...]
     ground: tuple[int, ...]
     error: str | None  # the skip reason; None when the chip is in a shard
-    converted_from: str | None  # e.g. "PNG/RGBA" when not an RGB JPEG
+    format: str | None  # the stored chip's format, e.g. "JPEG"; None when skipped
 
 
-def build_manifest(
-    split: str, image_size: int, shards: list[ShardInfo], outcomes: Iterable[ChipOutcome]
-) -> Manifest:
+def build_manifest(split: str, shards: list[ShardInfo], outcomes: Iterable[ChipOutcome]) -> Manifest:
     """The manifest of a split from its shards and every chip's outcome in ``labels.csv``
-    order: the one place both writers (local, Beam) count labels and list skips."""
+    order: the one place both writers (local, Beam) count labels, formats and list skips."""
     counts: Counter[str] = Counter()
-    skipped, converted = [], []
+    formats: Counter[str] = Counter()
+    skipped = []
     for outcome in outcomes:
         if outcome.error is not None:
             skipped.append({"image_name": outcome.name, "reason": outcome.error})
             continue
-        if outcome.converted_from:
-            converted.append({"image_name": outcome.name, "from": outcome.converted_from})
+        formats[outcome.format] += 1
         counts.update(vectors_to_tags(outcome.weather, outcome.ground))
     return Manifest(
         split=split,
-        image_size=image_size,
         examples=sum(s.examples for s in shards),
         shards=shards,
         label_counts={t: counts[t] for t in ALL_LABELS},
         skipped=skipped,
-        converted=converted,
+        formats=dict(sorted(formats.items())),
     )
 
 
@@ -121,23 +117,16 @@ def read_manifest(directory: Path | str) -> Manifest:
     return Manifest(**data)
 
 
-def check_manifest(
-    directory: Path | str, image_size: int | None = None, verify_hashes: bool = True
-) -> Manifest:
+def check_manifest(directory: Path | str, verify_hashes: bool = True) -> Manifest:
     """Check a split folder against its manifest and return it.
 
     Every listed shard must exist with its size (and SHA-256), no unlisted shard may
-    lie beside them, counts must add up and, when given, the image size must match.
+    lie beside them, and counts must add up.
     """
     directory = Path(directory)
     manifest = read_manifest(directory)
     where = directory / MANIFEST_FILE
     rerun = "rerun 'dvc repro serialize' (or 'dvc pull')"
-    if image_size is not None and manifest.image_size != image_size:
-        raise RecordsError(
-            f"{where}: records hold {manifest.image_size}px images but the model expects "
-            f"{image_size}px (serialize.image_size); {rerun}"
-        )
     listed = set(manifest.files)
     stray = sorted(p.name for p in directory.glob(f"{shard_prefix(manifest.split)}*") if p.name not in listed)
     if stray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -10,15 +11,15 @@ from amazonia.data.vocabulary import LABELS_GROUND, LABELS_WEATHER
 if TYPE_CHECKING:
     import tensorflow as tf
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-FEATURE_IMAGE = "image/encoded"  # JPEG bytes, RGB, image_size x image_size
+FEATURE_IMAGE = "image/encoded"  # the chip file as in data/raw, byte for byte
 FEATURE_NAME = "image/name"  # Kaggle's image_name, e.g. b"train_42"
 FEATURE_WEATHER = "labels/weather"  # int64 one-hot, len(LABELS_WEATHER)
 FEATURE_GROUND = "labels/ground"  # int64 multi-hot, len(LABELS_GROUND)
 
 FEATURE_DESCRIPTIONS = {
-    FEATURE_IMAGE: "bytes: RGB JPEG, image_size x image_size",
+    FEATURE_IMAGE: "bytes: the chip file as in data/raw (JPEG, PNG, GIF, BMP, WebP or JPEG XL)",
     FEATURE_NAME: "bytes: image_name",
     FEATURE_WEATHER: f"int64[{len(LABELS_WEATHER)}]: one-hot {list(LABELS_WEATHER)}",
     FEATURE_GROUND: f"int64[{len(LABELS_GROUND)}]: multi-hot {list(LABELS_GROUND)}",
@@ -37,7 +38,7 @@ def feature_spec() -> dict[str, tf.io.FixedLenFeature]:
     }
 
 
-def make_example(name: str, jpeg: bytes, weather: Sequence[int], ground: Sequence[int]) -> bytes:
+def make_example(name: str, image: bytes, weather: Sequence[int], ground: Sequence[int]) -> bytes:
     """One serialized ``tf.train.Example``, the same bytes in every process, without TensorFlow.
 
     The bytes are what ``tf.train.Example(...).SerializeToString(deterministic=True)``
@@ -55,21 +56,43 @@ def make_example(name: str, jpeg: bytes, weather: Sequence[int], ground: Sequenc
         BytesList { repeated bytes value = 1; }
         Int64List { repeated int64 value = 1 [packed = true]; }
     """
+    encoded_name = name.encode("utf-8")
     features = {
-        FEATURE_IMAGE: _field(1, _field(1, jpeg)),
-        FEATURE_NAME: _field(1, _field(1, name.encode("utf-8"))),
-        FEATURE_WEATHER: _field(3, _packed_int64(weather)),
-        FEATURE_GROUND: _field(3, _packed_int64(ground)),
+        FEATURE_IMAGE: _nested(1, *_nested(1, [image], len(image))),
+        FEATURE_NAME: _nested(1, *_nested(1, [encoded_name], len(encoded_name))),
+        FEATURE_WEATHER: _int64_feature(tuple(weather)),
+        FEATURE_GROUND: _int64_feature(tuple(ground)),
     }
-    entries = b"".join(
-        _field(1, _field(1, key.encode("utf-8")) + _field(2, value))
-        for key, value in sorted(features.items())
-    )
-    return _field(1, entries)
+    entries: list[bytes] = []
+    length = 0
+    for key, key_field in _KEY_FIELDS.items():
+        pieces, piece_length = _nested(2, *features[key])
+        pieces, piece_length = _nested(1, [key_field, *pieces], len(key_field) + piece_length)
+        entries += pieces
+        length += piece_length
+    # Pieces joined once at the end: the image, tens of KB, is copied once, not at every level.
+    return b"".join(_nested(1, entries, length)[0])
+
+
+@functools.lru_cache(maxsize=4096)  # a split has a few hundred distinct label vectors
+def _int64_feature(values: tuple[int, ...]) -> tuple[list[bytes], int]:
+    packed = _packed_int64(values)
+    return _nested(3, [packed], len(packed))
+
+
+def _nested(number: int, pieces: list[bytes], length: int) -> tuple[list[bytes], int]:
+    """``pieces`` (``length`` bytes in all) as the payload of length-delimited field ``number``."""
+    header = _varint(number << 3 | 2) + _varint(length)
+    return [header, *pieces], length + len(header)
+
+
+_ONE_BYTE = [bytes([value]) for value in range(0x80)]  # most varints: labels, tags, small lengths
 
 
 def _varint(value: int) -> bytes:
     """Protobuf's base-128 varint; negative int64s as their 64-bit two's complement."""
+    if 0 <= value < 0x80:
+        return _ONE_BYTE[value]
     value &= (1 << 64) - 1
     out = bytearray()
     while value > 0x7F:
@@ -87,3 +110,7 @@ def _field(number: int, payload: bytes) -> bytes:
 def _packed_int64(values: Sequence[int]) -> bytes:
     """A packed repeated int64 field's value: protobuf omits an empty one."""
     return _field(1, b"".join(_varint(int(v)) for v in values)) if len(values) else b""
+
+
+# Each map entry's key field, in the sorted order deterministic serialization writes them.
+_KEY_FIELDS = {key: _field(1, key.encode("utf-8")) for key in sorted(FEATURE_DESCRIPTIONS)}

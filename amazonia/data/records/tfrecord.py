@@ -51,11 +51,16 @@ class ShardFile:
         self._bytes = 0
 
     def write(self, record: bytes) -> None:
-        framed = frame(record)
-        self._handle.write(framed)
-        self._digest.update(framed)
+        length = struct.pack("<Q", len(record))
+        for piece in (
+            length + struct.pack("<I", masked_crc32c(length)),
+            record,
+            struct.pack("<I", masked_crc32c(record)),
+        ):
+            self._handle.write(piece)  # the record is not copied into a framed one
+            self._digest.update(piece)
         self._examples += 1
-        self._bytes += len(framed)
+        self._bytes += len(record) + FRAMING_BYTES
 
     def stats(self) -> ShardStats:
         return ShardStats(self._examples, self._bytes, self._digest.hexdigest())

@@ -1,27 +1,26 @@
-"""Writing one split of chips into sharded TFRecords, in parallel and atomically.
+"""Writing one split of chips into sharded TFRecords, atomically.
 
-Worker processes turn chips into finished records (:mod:`amazonia.data.records.encode`:
-PIL and hand-encoded protobuf, no TensorFlow); the parent only cuts them into shards
-(:mod:`amazonia.data.records.planner`) and writes them (:mod:`amazonia.data.records.tfrecord`)
-in ``labels.csv`` order, so memory stays flat however many chips there are. The Beam
-runner (:mod:`amazonia.data.records.beam_writer`) shares all three and the manifest,
-and writes the same bytes.
+Each chip becomes its finished record (:mod:`amazonia.data.records.encode`: the chip's
+bytes, checked, and hand-encoded protobuf; no TensorFlow, no pixel decoded), is cut into
+a shard (:mod:`amazonia.data.records.planner`) and written
+(:mod:`amazonia.data.records.tfrecord`) in ``labels.csv`` order, one chip in memory at a
+time. One process: a chip costs tens of microseconds, and handing its record from a pool
+worker to the writer costs about as much (measured: two workers wrote 4,000 chips
+slower than one process). The Beam runner (:mod:`amazonia.data.records.beam_writer`)
+shares all three and the manifest, and writes the same bytes.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
-import sys
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
 from tqdm import tqdm
 
 from amazonia.common.files import atomic_dir
-from amazonia.data.kaggle import image_path
+from amazonia.data.kaggle import IMAGE_SUFFIX, image_path
 from amazonia.data.labels import parse_vector
 from amazonia.data.records import encode
 from amazonia.data.records.images import BadImageError
@@ -33,19 +32,14 @@ from amazonia.data.vocabulary import LABELS_GROUND, LABELS_WEATHER
 
 log = logging.getLogger(__name__)
 
-# Chips a worker encodes per round trip: large enough that the pool's per-task
-# overhead vanishes, small enough that two workers share a 1,000-chip split evenly.
-CHUNK_SIZE = 64
-# Below this many chips, starting worker processes costs more than it saves.
-MIN_CHIPS_FOR_POOL = 64
-
 
 def chip_jobs(rows: pd.DataFrame, raw_dir: Path | str) -> list[encode.ChipJob]:
     """The ``labels.csv`` rows of a split as jobs for either writer, in row order."""
+    folder = str(image_path(raw_dir, "_").parent)  # one Path, not one per chip
     return [
         encode.ChipJob(
             name,
-            str(image_path(raw_dir, name)),
+            os.path.join(folder, f"{name}{IMAGE_SUFFIX}"),
             tuple(parse_vector(w, len(LABELS_WEATHER))),
             tuple(parse_vector(g, len(LABELS_GROUND))),
         )
@@ -67,27 +61,26 @@ def write_split(
     out_dir: Path | str,
     *,
     split: str,
-    image_size: int,
     shard_mb: float,
-    workers: int = 0,
     on_bad_image: str = "skip",
-    jpeg_quality: int = 90,
 ) -> Manifest:
     """Serialize the ``labels.csv`` rows of one split into ``out_dir``; returns its manifest.
 
-    ``out_dir`` appears only when complete (shards and manifest). A bad chip is skipped
+    Each record holds the chip file's bytes as they are, once they passed
+    :func:`amazonia.data.records.images.check_image`. ``out_dir`` appears only when
+    complete (shards and manifest). A bad chip is skipped
     and listed in the manifest, or, with ``on_bad_image='error'``, stops everything
-    before ``out_dir`` is touched. The bytes do not depend on ``workers``.
+    before ``out_dir`` is touched.
 
     Raises:
-        BadImageError: a chip cannot be decoded and ``on_bad_image`` is ``'error'``.
+        BadImageError: a chip fails the check and ``on_bad_image`` is ``'error'``.
     """
     jobs = chip_jobs(rows, raw_dir)
     planner = ShardPlanner(int(shard_mb * 2**20))
     outcomes: list[ChipOutcome] = []
     with atomic_dir(out_dir) as tmp:
         shards = _NumberedShards(Path(tmp), split)
-        results = _encode_all(jobs, image_size, jpeg_quality, workers)
+        results = map(encode.encode_file, jobs)
         for job, result in tqdm(zip(jobs, results), total=len(jobs), desc=f"serialize {split}", unit="img"):
             if result.error is not None:
                 if on_bad_image == "error":
@@ -95,10 +88,8 @@ def write_split(
                 log.warning("skipping %s: %s", job.name, result.error)
             else:
                 shards.write(planner.assign(len(result.example)), result.example)
-            outcomes.append(
-                ChipOutcome(job.name, job.weather, job.ground, result.error, result.converted_from)
-            )
-        manifest = build_manifest(split, image_size, shards.close(), outcomes)
+            outcomes.append(ChipOutcome(job.name, job.weather, job.ground, result.error, result.format))
+        manifest = build_manifest(split, shards.close(), outcomes)
         manifest.write(tmp)
     return manifest
 
@@ -138,20 +129,3 @@ class _NumberedShards:
         if self._handle is not None:
             self._handle.close()
         self._handle = None
-
-
-def _encode_all(
-    jobs: Sequence[encode.ChipJob], image_size: int, jpeg_quality: int, workers: int
-) -> Iterator[encode.Encoded]:
-    """Every job's record, in job order, from ``workers`` processes (0 = all cores)."""
-    args = ((job, image_size, jpeg_quality) for job in jobs)
-    workers = workers or os.cpu_count() or 1
-    if workers == 1 or len(jobs) < MIN_CHIPS_FOR_POOL:
-        yield from map(encode.encode_file_job, args)
-        return
-    # fork starts a worker in milliseconds, spawn in about a second (a fresh interpreter
-    # importing pandas); but TensorFlow is not fork-safe, so a parent that loaded it
-    # (a test, a benchmark; the serialize stage does not) spawns. Results come in order.
-    method = "spawn" if "tensorflow" in sys.modules else "fork"
-    with mp.get_context(method).Pool(workers) as pool:
-        yield from pool.imap(encode.encode_file_job, args, chunksize=CHUNK_SIZE)

@@ -1,0 +1,131 @@
+"""``serve:`` in params.yaml: the settings of ``amazonia serve``, validated when it starts.
+
+No pipeline stage reads them (:mod:`amazonia.common.params` keeps the section as an
+opaque mapping), so changing one reruns nothing, and a typo fails ``amazonia serve``
+with a message naming the key. Every value that validates runs: the bounds below are
+those within which the server works as documented (docs/serving.md), and a command-line
+flag is checked against the same bounds as its ``serve.*`` key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import annotated_types
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from amazonia.common.params import ParamsError, describe_error
+from amazonia.data.records.images import MAX_DECODED_PIXELS
+
+SECTION = "serve"
+MIN_SECONDS = 0.01  # shorter waits make every poll or timeout a busy loop
+MAX_SECONDS = 86_400.0  # a day: longer waits are a typo, and overflow the OS's timers at some point
+# An RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?")
+
+
+def _seconds(default: float) -> Any:
+    return Field(default, ge=MIN_SECONDS, le=MAX_SECONDS, allow_inf_nan=False)
+
+
+class ServeParams(BaseModel):
+    """``serve:`` of params.yaml; the comments say what each value bounds."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    host: str = "127.0.0.1"  # an IP address or a host name; 0.0.0.0 for every interface
+    port: int = Field(8501, ge=1, le=65535)  # TF Serving's REST default
+    poll_seconds: float = _seconds(2.0)  # how often new version folders are looked for
+    # Requests and the work they make:
+    max_body_mb: float = Field(32, ge=0.01, le=1024, allow_inf_nan=False)  # as sent, and once gunzipped
+    max_instances: int = Field(1024, ge=1, le=1_000_000)  # per request
+    max_request_pixels: int = Field(
+        4 * MAX_DECODED_PIXELS, ge=1, le=2**40
+    )  # decoded, all images of a request
+    decode_concurrency: int = Field(1, ge=1, le=256)  # model calls decoding large images at once
+    # Connections (uvicorn's settings, and the timeouts and caps uvicorn lacks):
+    read_timeout_seconds: float = _seconds(30.0)  # for a request's head, then its body
+    write_timeout_seconds: float = _seconds(30.0)  # for an answer the client stopped taking
+    keep_alive_seconds: float = _seconds(5.0)  # idle between requests (timeout_keep_alive)
+    max_connections: int = Field(64, ge=1, le=65535)  # more at once are answered 503 (limit_concurrency)
+    max_header_kb: int = Field(16, ge=1, le=1024)  # request line + headers
+    max_unsent_kb: int = Field(1024, ge=16, le=1_048_576)  # answer bytes a connection has not taken
+    graceful_shutdown_seconds: float = _seconds(10.0)  # for requests under way on SIGTERM
+    # Model folders:
+    max_saved_model_mb: int = Field(256, ge=1, le=2047)  # saved_model.pb; protobuf's own limit is 2 GiB
+
+    @field_validator("host")
+    @classmethod
+    def _host_parses(cls, host: str) -> str:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if not _HOST_NAME.fullmatch(host):
+                raise ValueError(
+                    "neither an IP address nor a host name (letters, digits, '-' and '.'); "
+                    "use 0.0.0.0 to listen on every interface"
+                ) from None
+        return host
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 2**20)
+
+
+def load_serve_params(section: Mapping[str, Any] | None, source: str) -> ServeParams:
+    """``section`` (params.yaml's ``serve:``, None if absent) validated; :class:`ParamsError`
+    naming ``serve.<key>`` (and its bounds) if a value is wrong."""
+    try:
+        return ServeParams.model_validate(dict(section or {}))
+    except ValidationError as err:
+        raise ParamsError(f"{source}: {describe(err)}") from None
+
+
+def check_value(key: str, value: Any) -> Any:
+    """``value`` for ``serve.<key>`` validated alone (a command-line flag's); ValueError naming
+    the key and its bounds if it is wrong."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"serve.{key}: must be a finite number (got {value})")
+    try:
+        return getattr(ServeParams.model_validate({key: value}), key)
+    except ValidationError as err:
+        raise ValueError(describe(err)) from None
+
+
+def describe(err: ValidationError) -> str:
+    """The errors of a ``serve:`` validation, each naming its key; a number out of range
+    names both of its bounds."""
+    described = []
+    for error in err.errors():
+        key = str(error["loc"][0]) if error["loc"] else ""
+        if error["type"] in _OUT_OF_RANGE:
+            got = error["input"]
+            shown = f"{got:g}" if isinstance(got, float) else repr(got)
+            described.append(f"{SECTION}.{key}: must be {bounds(key)} (got {shown})")
+        else:
+            described.append(describe_error(error, SECTION))
+    return "; ".join(described)
+
+
+_OUT_OF_RANGE = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+
+
+def bounds(key: str) -> str:
+    """``at least 0.01 and at most 1024``: the range of a numeric ``serve.<key>``, from the schema."""
+    field = ServeParams.model_fields.get(key)
+    parts = []
+    for rule in field.metadata if field is not None else ():
+        if isinstance(rule, annotated_types.Ge):
+            parts.append(f"at least {rule.ge:g}")
+        elif isinstance(rule, annotated_types.Gt):
+            parts.append(f"more than {rule.gt:g}")
+        elif isinstance(rule, annotated_types.Le):
+            parts.append(f"at most {rule.le:g}")
+        elif isinstance(rule, annotated_types.Lt):
+            parts.append(f"less than {rule.lt:g}")
+    return " and ".join(parts)
