@@ -46,7 +46,6 @@ from amazonia.model.training import (
 
 log = logging.getLogger(__name__)
 
-
 TRAIN, WARM_UP, FINE_TUNE = "train", "warm_up", "fine_tune"
 
 
@@ -83,8 +82,8 @@ def prepare_phase(model: keras.Model, phase: Phase) -> None:
 def continues_phase(resume: Resume | None, phase: Phase) -> bool:
     """Whether ``resume`` stopped inside ``phase``: its model and optimizer carry on as loaded.
 
-    A checkpoint of ``phase``'s last epoch, or of an earlier phase, does not: ``phase``
-    then starts afresh, as in an uninterrupted run.
+    A checkpoint of an earlier phase (its last epoch included) does not: ``phase`` then
+    starts afresh, as in an uninterrupted run.
     """
     if resume is None or not phase.first < resume.initial_epoch < phase.end:
         return False
