@@ -159,7 +159,9 @@ def _add_predict(commands: argparse._SubParsersAction, params: Params, serve: Se
     )
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     parser.add_argument(
-        "--url", default=url, help=f"the model's URL (default {url}); may end in /versions/<n>"
+        "--url",
+        default=url,
+        help=f"the model's URL (default {url}); may end in /versions/<n> or /labels/<label>",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of one line per image")
     parser.add_argument(

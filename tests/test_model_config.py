@@ -32,6 +32,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from amazonia.client.predict import predict_files
 from amazonia.data.vocabulary import LABELS_GROUND
 from amazonia.export.contract import (
     ASSETS_EXTRA,
@@ -194,6 +195,15 @@ def test_requests_by_label_reach_the_labelled_version(server: ConfigServer) -> N
         assert server.get(MODEL, f"/labels/{label}/metadata").json()["model_spec"]["version"] == str(version)
         assert server.mark(MODEL, f"/labels/{label}") == MARKS[MODEL, version]
         assert server.predict(MODEL, f"/labels/{label}").status_code == 200
+
+
+def test_amazonia_predict_sends_every_request_to_the_version_a_label_names(
+    server: ConfigServer, exported: Exported
+) -> None:
+    tagged = list(predict_files(exported.chips[:2], server.url(MODEL, "/labels/canary")))
+    assert [t.version for t in tagged] == [2, 2]
+    thresholds = [t.thresholds[LABELS_GROUND[0]] for t in tagged]
+    assert thresholds == [MARKS[MODEL, 2]] * 2  # the assets of the labelled version too
 
 
 def test_an_unknown_label_is_tf_servings_error(server: ConfigServer) -> None:
