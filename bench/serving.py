@@ -18,11 +18,14 @@ to ``bench/.work/serving/`` and served by a real ``amazonia serve`` process. Mea
   after 20 reloads, and p50/p99/max of one client's requests while reloads happen;
 * heavy requests: p50/p99 of one client's chip requests (``serving_bytes``, one JPEG)
   alone, then while four clients send the heaviest request the default budgets allow
-  (``serve.max_request_pixels``: four 4096 x 4096 PNGs) one after another.
+  (``serve.max_request_pixels``: four 4096 x 4096 PNGs) one after another;
+* warmup: the first request to a newly published version, the moment it is AVAILABLE,
+  against the steady p50, for versions without and with a TF Serving warmup file
+  (``assets.extra/tf_serving_warmup_requests``: a chip through each signature).
 
 Client and server share the machine's cores, as they would on a laptop.
-Run alone with ``python -m bench.serving`` (``python -m bench.serving heavy``: only the
-heavy-request part); ``python -m bench`` runs it with the rest.
+Run alone with ``python -m bench.serving`` (``python -m bench.serving heavy`` or ``warmup``:
+only that part); ``python -m bench`` runs it with the rest.
 """
 
 from __future__ import annotations
@@ -80,6 +83,8 @@ HEAVY_CHIP_REQUESTS = 100  # alone, and at least as many under the heavy load
 HEAVY_MEASURE_S = 30.0  # under the heavy load, chip requests go on this long at least
 HEAVY_WARMUP_S = 3.0  # the heavy clients are all under way
 GOAL_HEAVY_P99_MS = 1000.0
+WARMUP_RELOADS = 5  # new versions published without, then as many with, a warmup file
+GOAL_FIRST_REQUEST_RATIO = 2.0  # first request after a reload <= 2x the steady p50
 SCRATCH = WORK_DIR / "serving"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -492,6 +497,139 @@ def measure_latency_under_heavy_requests(url: str, chip_body: bytes, heavy: byte
     }
 
 
+def write_warmup_file(version_dir: Path, chip: Path) -> None:
+    """TF Serving's warmup file for ``version_dir``: the chip through each signature."""
+    from keras.utils import img_to_array, load_img
+
+    from amazonia.export.contract import INPUT_BYTES, SIGNATURE_BYTES, SIGNATURE_FLOAT
+    from amazonia.export.warmup import WarmupRequest, write_warmup_requests
+    from amazonia.model.names import INPUT_NAME
+
+    image = img_to_array(load_img(chip, target_size=(IMAGE_SIZE, IMAGE_SIZE))) / 255.0
+    write_warmup_requests(
+        version_dir,
+        [
+            WarmupRequest(SIGNATURE_BYTES, {INPUT_BYTES: np.array([chip.read_bytes()], dtype=object)}),
+            WarmupRequest(SIGNATURE_FLOAT, {INPUT_NAME: image[np.newaxis].astype(np.float32)}),
+        ],
+    )
+
+
+def first_requests(source: Path, base_path: Path, version: int, model_url: str, payloads: dict) -> dict:
+    """Publish ``source`` as ``version`` (a rename, as the smoke check publishes), wait until
+    it is AVAILABLE, then time the first request of each signature to it, in ms."""
+    staging = base_path / f".tmp-{version}"
+    shutil.copytree(source, staging)
+    staging.rename(base_path / str(version))
+    deadline = time.monotonic() + RELOAD_TIMEOUT_S
+    while True:
+        response = requests.get(f"{model_url}/versions/{version}", timeout=30)
+        if response.status_code == 200 and response.json()["model_version_status"][0]["state"] == "AVAILABLE":
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"version {version} not AVAILABLE after {RELOAD_TIMEOUT_S} s: {response.text}")
+        time.sleep(0.01)
+    times = {}
+    with requests.Session() as session:
+        for name, body in payloads.items():
+            start = time.perf_counter()
+            _post(session, f"{model_url}/versions/{version}:predict", body)
+            times[name] = (time.perf_counter() - start) * 1000
+    return times
+
+
+def measure_warmup(settings: Settings) -> dict:
+    """First-request latency after reloads without and with a warmup file, and the steady
+    p50 of the same server, on a server of its own."""
+    scratch = SCRATCH / "warmup"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    base_path = scratch / "models" / MODEL_NAME
+    version_dir = export_model(base_path)
+    plain = shutil.copytree(version_dir, scratch / "plain")
+    warmed = shutil.copytree(version_dir, scratch / "warmed")
+    chip = write_chip(scratch / "chip.jpg")
+    write_warmup_file(warmed, chip)
+    payloads = bodies(chip)
+    port = _free_port()
+    model_url = f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}"
+    busy = cpu_busy_percent()
+    proc = start_server(base_path, port, scratch / "serve.log")
+    try:
+        steady = {
+            name: measure_latency(
+                f"{model_url}:predict",
+                lambda s, body=body: _post(s, f"{model_url}:predict", body),
+                LATENCY_REQUESTS,
+                proc.pid,
+            )["p50_ms"]
+            for name, body in payloads.items()
+        }
+        firsts: dict[str, list[dict]] = {"without": [], "with": []}
+        version = 2
+        for kind, source in (("without", plain), ("with", warmed)):
+            for _ in range(WARMUP_RELOADS):
+                log.info("first requests to version %d, %s a warmup file", version, kind)
+                firsts[kind].append(first_requests(source, base_path, version, model_url, payloads))
+                version += 1
+    finally:
+        stop_server(proc)
+    return {
+        "image_size": IMAGE_SIZE,
+        "cpu_busy_percent_before": busy,
+        "cpu_busy_percent_after": cpu_busy_percent(),
+        "steady_p50_ms": steady,
+        "first_request_ms": firsts,
+    }
+
+
+def format_warmup_report(results: dict) -> list[str]:
+    """Lines on the first request to a newly loaded version against the steady p50."""
+    warmup = results.get("warmup", results)
+    if "first_request_ms" not in warmup:  # results saved before it was measured
+        return []
+    steady = warmup["steady_p50_ms"]
+    rows, goals = [], []
+    for kind, runs in warmup["first_request_ms"].items():
+        for name in steady:
+            first = [run[name] for run in runs]
+            median = statistics.median(first)
+            ratio = median / steady[name]
+            rows.append(
+                [
+                    f"{kind} a warmup file",
+                    name,
+                    f"{steady[name]:.1f}",
+                    f"{median:.1f}",
+                    f"{max(first):.1f}",
+                    f"{ratio:.1f}×",
+                ]
+            )
+            if kind == "with":
+                goals.append(
+                    f"- goal first request ≤ {GOAL_FIRST_REQUEST_RATIO:g}× the steady p50, {name}: "
+                    f"{_met(ratio <= GOAL_FIRST_REQUEST_RATIO)} ({ratio:.1f}×)"
+                )
+    runs = len(next(iter(warmup["first_request_ms"].values())))
+    busy = max(warmup["cpu_busy_percent_before"], warmup["cpu_busy_percent_after"])
+    return [
+        "### The first request after a reload",
+        "",
+        f"A new version published {runs} times without, then {runs} times with, a warmup file (one chip "
+        "through each signature); the moment its status says AVAILABLE, one request of each signature is "
+        "timed (the bytes one first). Without a file the server calls each signature once on a tiny "
+        f"sample; with one, it replays the file first. CPU busy with other work: {busy:.0f}%"
+        + (" (loaded: numbers unreliable)." if busy > BUSY_WARN_PERCENT else "."),
+        "",
+        markdown_table(
+            ["version", "signature", "steady p50 ms", "first request ms (median)", "max ms", "median / p50"],
+            rows,
+        ),
+        "",
+        *goals,
+    ]
+
+
 def measure_heavy(settings: Settings) -> dict:
     """Only the heavy-request measurement, on a server of its own."""
     if SCRATCH.exists():
@@ -568,6 +706,8 @@ def measure(settings: Settings) -> dict:
     finally:
         stop_server(proc)
     busy_after = cpu_busy_percent()
+    log.info("timing first requests after reloads, without and with a warmup file")
+    warmup = measure_warmup(settings)
     return {
         "image_size": IMAGE_SIZE,
         "cpu_busy_percent_before": busy,
@@ -580,6 +720,7 @@ def measure(settings: Settings) -> dict:
         "during_reloads": during_reloads,
         "reload_memory": reload_memory,
         "heavy": heavy,
+        "warmup": warmup,
         "goal_p50_ms": GOAL_P50_MS,
     }
 
@@ -674,6 +815,8 @@ def format_report(results: dict) -> str:
             *format_reload_report(results),
             "",
             *format_heavy_report(results),
+            "",
+            *format_warmup_report(results),
         ]
     )
 
@@ -772,5 +915,9 @@ if __name__ == "__main__":
         only_heavy = measure_heavy(Settings.from_env())
         save_results("serving_heavy", Settings.from_env(), only_heavy)
         print("\n".join(format_heavy_report(only_heavy)))
+    elif sys.argv[1:] == ["warmup"]:
+        only_warmup = measure_warmup(Settings.from_env())
+        save_results("serving_warmup", Settings.from_env(), only_warmup)
+        print("\n".join(format_warmup_report(only_warmup)))
     else:
         print(run(Settings.from_env()))

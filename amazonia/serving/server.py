@@ -11,16 +11,18 @@ other. It is a FastAPI app (:func:`create_app`) run by uvicorn:
 * ``GET /v1/models/<name>[/versions/<n>]/assets/<label_map.json|thresholds.json>``:
   **our extension**, not TF Serving's: the files of ``assets.extra/``, so that a client
   can turn outputs into tags without access to the model folder;
-* ``.../labels/<label>`` in place of ``/versions/<n>``: TF Serving's version labels.
-  Labels are set in a model config file; without one there are none, and a label is
-  TF Serving's 400 (``Unrecognized servable version label``), but for the status,
-  which TF Serving answers ignoring the label.
+* ``.../labels/<label>`` in place of ``/versions/<n>``: TF Serving's version labels, set
+  in a model config file; an unknown label is TF Serving's 400 (``Unrecognized
+  servable version label``), but for the status, which TF Serving answers ignoring the
+  label;
+* ``GET /monitoring/prometheus/metrics``: TF Serving's Prometheus metrics
+  (:mod:`amazonia.serving.metrics`).
 
 Paths are matched as sent, as TF Serving's regexes match them, and the model name and
 label percent-decoded after (``%2F`` is part of a name, not a ``/``).
 
-Which versions are served, and how they are reloaded, is
-:class:`amazonia.serving.repository.ModelRepository`'s business.
+Which models and versions are served, under which labels, and how they are reloaded, is
+:class:`amazonia.serving.manager.ModelManager`'s business.
 
 Hostile or unlucky clients are bounded (``serve.*`` in params.yaml,
 :class:`amazonia.serving.params.ServeParams`): connections by
@@ -38,11 +40,11 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import zlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -66,9 +68,11 @@ from amazonia.export.contract import (
 )
 from amazonia.export.saved_model import tf_error_message
 from amazonia.serving import budgets, rest
+from amazonia.serving.manager import ModelManager
+from amazonia.serving.metrics import CONTENT_TYPE, METRICS_PATH, ServingMetrics
 from amazonia.serving.params import ServeParams
 from amazonia.serving.protocol import BoundedH11Protocol, ConnectionLimits
-from amazonia.serving.repository import LoadedVersion, ModelRepository, Signature
+from amazonia.serving.repository import LoadedVersion, Signature
 from amazonia.serving.rest import NOT_FOUND, PAYLOAD_TOO_LARGE, REQUEST_TIMEOUT, RestError, bad_request
 
 log = logging.getLogger(__name__)
@@ -80,6 +84,7 @@ MIN_DRAIN_BYTES = 64 * 2**20
 # is GIL-bound and inference uses every core, so more only add memory (a 32 MB body parses
 # to ~300 MB of Python objects). Heavier calls are the DecodeScheduler's.
 PREDICT_CONCURRENCY = max(4, 2 * (os.cpu_count() or 1))
+INTERNAL_SERVER_ERROR = 500
 SERVICE_UNAVAILABLE = 503
 CLOSE = {"connection": "close"}  # on answers sent before the body was read to its end
 
@@ -98,7 +103,7 @@ class PredictJob:
 
 
 def prepare_predict(
-    repository: ModelRepository,
+    repository: ModelManager,
     name: str,
     version: int | None,
     body: bytes,
@@ -124,11 +129,9 @@ def prepare_predict(
     return PredictJob(signature, tensors, request.row_format, pixels)
 
 
-def servable(repository: ModelRepository, name: str, version: int | None, label: str | None) -> LoadedVersion:
+def servable(repository: ModelManager, name: str, version: int | None, label: str | None) -> LoadedVersion:
     """The loaded version a request names: by ``label``, by ``version``, else the highest."""
-    if label is not None:  # labels come from a model config file; without one there are none
-        raise bad_request(f"Unrecognized servable version label: {rest.echo(label)}")
-    return repository.get(name, version)
+    return repository.get(name, version, label)
 
 
 async def run_model(
@@ -259,29 +262,18 @@ def _malformed(request: Request) -> Response:
     return _json(rest.error_body(f"Malformed request: {request.method} {rest.echo(request.url.path)}"), 400)
 
 
-def create_app(model_base_path: Path | str, model_name: str, settings: ServeParams) -> FastAPI:
-    """The TF Serving-compatible app serving ``model_base_path`` (``models/<name>/``) as
-    ``model_name`` with the limits of ``settings``; versions are loaded at startup and
-    polled for while it runs."""
-    repository = ModelRepository(
-        model_base_path,
-        model_name,
-        settings.poll_seconds,
-        max_saved_model_bytes=settings.max_saved_model_mb * 2**20,
-    )
+def create_app(repository: ModelManager, settings: ServeParams) -> FastAPI:
+    """The TF Serving-compatible app serving the models of ``repository`` (loaded: see
+    :meth:`ModelManager.load`) with the limits of ``settings``; their folders, and the
+    model config file, are polled while it runs."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await run_in_threadpool(repository.refresh)
-        if not repository.versions:
-            log.warning(
-                "no loadable version under %s yet; polling every %g s", model_base_path, settings.poll_seconds
-            )
         repository.start()
         try:
             yield
         finally:
-            repository.stop()
+            await run_in_threadpool(repository.stop)
 
     # redirect_slashes=False: Starlette answers a path with a trailing slash by a redirect
     # to a Location built from the request's Host header; TF Serving has no redirects.
@@ -321,7 +313,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         return _json(rest.error_body(f"internal error ({type(err).__name__}); see the server's log"), 500)
 
 
-def _add_routes(app: FastAPI, repository: ModelRepository, settings: ServeParams) -> None:
+def _add_routes(app: FastAPI, repository: ModelManager, settings: ServeParams) -> None:
     parsing = anyio.CapacityLimiter(PREDICT_CONCURRENCY)
     light_calls = anyio.CapacityLimiter(PREDICT_CONCURRENCY)
     decoder = budgets.DecodeScheduler(settings.decode_concurrency)
@@ -355,14 +347,21 @@ def _add_routes(app: FastAPI, repository: ModelRepository, settings: ServeParams
         job = await anyio.to_thread.run_sync(
             prepare_predict, repository, name, version, body, limits, label, limiter=parsing
         )
+        request.state.signature = job.signature  # for the metrics (_measured)
         outputs = await run_model(job, decoder, light_calls)
         answer = await anyio.to_thread.run_sync(predict_answer, outputs, job.row_format)
         return Response(content=answer, media_type="application/json")
+
+    metrics = repository.metrics or ServingMetrics()
+
+    async def metrics_page(request: Request) -> Response:
+        return Response(content=metrics.exposition(), media_type=CONTENT_TYPE)
 
     # Handlers read request.path_params, so FastAPI adds no query or body parameters.
     async def no_model_name(request: Request) -> Response:
         raise bad_request("Missing model name in request.")
 
+    app.add_api_route(METRICS_PATH, metrics_page, methods=["GET"])
     app.add_api_route("/v1/models", no_model_name, methods=["GET"])
     for prefix in (
         "/v1/models/{name}",
@@ -372,7 +371,43 @@ def _add_routes(app: FastAPI, repository: ModelRepository, settings: ServeParams
         app.add_api_route(prefix, status, methods=["GET"])
         app.add_api_route(prefix + "/metadata", metadata, methods=["GET"])
         app.add_api_route(prefix + "/assets/{asset}", assets, methods=["GET"])
-        app.add_api_route(prefix + ":predict", predict_route, methods=["POST"])
+        app.add_api_route(
+            prefix + ":predict", _measured(predict_route, repository, metrics), methods=["POST"]
+        )
+
+
+def _measured(
+    handler: Callable[[Request], Awaitable[Response]], repository: ModelManager, metrics: ServingMetrics
+) -> Callable[[Request], Awaitable[Response]]:
+    """``handler`` (``:predict``), recording each request in ``metrics`` whatever its end:
+    the model (if served), the version and signature that answered (if it got that far:
+    ``request.state.signature``), the status and the time."""
+
+    async def measured(request: Request) -> Response:
+        started = time.perf_counter()
+        status: int | None = INTERNAL_SERVER_ERROR
+        try:
+            response = await handler(request)
+            status = response.status_code
+            return response
+        except RestError as err:
+            status = err.status
+            raise
+        except asyncio.CancelledError:
+            status = None
+            raise
+        finally:
+            name = unquote(request.path_params["name"])
+            signature: Signature | None = getattr(request.state, "signature", None)
+            metrics.record_predict(
+                name if repository.serves(name) else "",
+                signature.version if signature is not None else None,
+                signature.name if signature is not None else None,
+                status,
+                time.perf_counter() - started,
+            )
+
+    return measured
 
 
 def _model_spec(request: Request) -> tuple[str, int | None, str | None]:
