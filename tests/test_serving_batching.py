@@ -368,8 +368,8 @@ def _png(width: int, height: int) -> dict[str, str]:
     return _b64(buffer.getvalue())
 
 
-def test_concurrent_requests_share_one_call_per_signature_and_answer_as_the_model_does(
-    batching_server: Server, exported: Exported
+def test_concurrent_requests_share_one_call_per_signature_and_answer_as_without_batching(
+    batching_server: Server, server: Server, exported: Exported
 ) -> None:
     import tensorflow as tf
 
@@ -385,15 +385,16 @@ def test_concurrent_requests_share_one_call_per_signature_and_answer_as_the_mode
     assert batches == [(SIGNATURE_BYTES, "4", "4"), (SIGNATURE_FLOAT, "4", "4")]  # one call each, never mixed
 
     # The very floats the model gives for these instances called together (four, or any two or
-    # more: a row's outputs do not depend on the others), and those of one request holding them.
+    # more: a row's outputs do not depend on the others), and those of one request holding them
+    # to the shared server, which does not batch.
     saved = tf.saved_model.load(str(exported.base_path / "1"))
     expected = {
         SIGNATURE_FLOAT: saved.signatures[SIGNATURE_FLOAT](input_image=tf.constant(floats, tf.float32)),
         SIGNATURE_BYTES: saved.signatures[SIGNATURE_BYTES](image_bytes=tf.constant(files)),
     }
     together = {
-        SIGNATURE_FLOAT: batching_server.post(":predict", json={"instances": floats}).json(),
-        SIGNATURE_BYTES: batching_server.post(
+        SIGNATURE_FLOAT: server.post(":predict", json={"instances": floats}).json(),
+        SIGNATURE_BYTES: server.post(
             ":predict", json={"signature_name": SIGNATURE_BYTES, "instances": [_b64(f) for f in files]}
         ).json(),
     }

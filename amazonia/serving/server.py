@@ -26,7 +26,8 @@ Hostile or unlucky clients are bounded (``serve.*`` in params.yaml,
 :class:`amazonia.serving.params.ServeParams`): connections by
 :mod:`amazonia.serving.protocol` (read and write timeouts, unsent answer bytes, head
 size, framing); request bodies here, as sent and gunzipped; the work of a request by
-:mod:`amazonia.serving.budgets` (instances, decoded pixels, decoding at once). No path is
+:mod:`amazonia.serving.budgets` (instances, decoded pixels, decoding at once), per batch too
+when concurrent requests share model calls (:mod:`amazonia.serving.batching`, off by default). No path is
 redirected: what is not a route is TF Serving's error. Every request error is a 4xx with
 TF Serving's ``{"error": ...}`` body and no path of the server's file system; a 500 means
 a fault of the server, logged with its traceback; a request cut off by shutdown is 503.
