@@ -266,6 +266,15 @@ def test_a_batch_decodes_at_most_the_batch_pixel_budget() -> None:
     _run(scenario)
     assert model.calls == [[0, 0], [1, 1], [2, 2]]  # two would pass the budget together
 
+    async def split() -> None:  # one request of three such instances, split over batches
+        scheduler = _scheduler(max_batch_size=8, enable_large_batch_splitting=True)
+        assert (await _ask(scheduler, model, [3, 4, 5], pixels=half))["y"].tolist() == [6, 8, 10]
+        scheduler.close()
+
+    model.calls.clear()
+    _run(split)
+    assert model.calls == [[3, 3], [4, 4], [5, 5]]
+
 
 def test_batches_are_padded_to_an_allowed_size_with_the_last_requests_first_instance() -> None:
     model = Doubling()

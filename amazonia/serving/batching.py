@@ -199,13 +199,10 @@ class _Queue:
                 pixels += request.pixels[stop]
                 stop += 1
             if stop == start:
-                if (
-                    rows_left == limit and pixels_left == budgets.MAX_BATCH_PIXELS
-                ):  # one image past the budget
-                    stop, pixels = start + 1, request.pixels[start]
-                else:
+                if rows_left < limit or pixels_left < budgets.MAX_BATCH_PIXELS:  # full: start a new batch
                     rows_left, pixels_left, new = limit, budgets.MAX_BATCH_PIXELS, True
                     continue
+                stop, pixels = start + 1, request.pixels[start]  # one instance past the budget, alone
             plan.append((new, start, stop, pixels))
             rows_left, pixels_left, new = rows_left - (stop - start), pixels_left - pixels, False
             start = stop
