@@ -142,7 +142,27 @@ def _add_serve(commands: argparse._SubParsersAction, params: Params, serve: Serv
         default=serve.max_connections,
         help=f"more at once are answered 503 (default {serve.max_connections})",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log loads and every request")
+    # TF Serving's flag names, underscores included, so that its command lines carry over.
+    parser.add_argument(
+        "--enable_batching",
+        nargs="?",
+        const=True,
+        type=_flag_bool,
+        default=serve.enable_batching,
+        metavar="true|false",
+        help="batch concurrent requests for one signature into shared model calls "
+        f"(default {str(serve.enable_batching).lower()})",
+    )
+    parser.add_argument(
+        "--batching_parameters_file",
+        type=_serve_flag("batching_parameters_file", str),
+        default=serve.batching_parameters_file,
+        metavar="FILE",
+        help="TF Serving's BatchingParameters in text format (default: TF Serving's defaults)",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log loads, every request and every batch"
+    )
     parser.set_defaults(run=run_serve, serve_params=serve, default_model_name=name)
 
 
@@ -184,8 +204,6 @@ def _add_predict(commands: argparse._SubParsersAction, params: Params, serve: Se
 def run_serve(args: argparse.Namespace) -> int:
     """Serve until interrupted."""
     sources = _model_sources(args)
-    # Before TensorFlow loads (seconds) and the model (more): a port in use fails at once.
-    sock = bind(args.host, args.port)
     settings = args.serve_params.model_copy(
         update={
             "host": args.host,
@@ -195,8 +213,15 @@ def run_serve(args: argparse.Namespace) -> int:
             "read_timeout_seconds": args.read_timeout,
             "keep_alive_seconds": args.keep_alive,
             "max_connections": args.max_connections,
+            "enable_batching": args.enable_batching,
+            "batching_parameters_file": args.batching_parameters_file,
         }
     )
+    from amazonia.serving.batching_parameters import load_batching_parameters
+
+    load_batching_parameters(settings)  # a bad file is refused before anything loads
+    # Before TensorFlow loads (seconds) and the model (more): a port in use fails at once.
+    sock = bind(args.host, args.port)
     # Imported here: TensorFlow takes seconds to load and 'predict' does not need the server.
     from amazonia.serving.manager import ModelManager
     from amazonia.serving.metrics import ServingMetrics
@@ -347,6 +372,14 @@ def _seconds(text: str) -> float:
     value = _positive_float(text)
     if value > MAX_SECONDS:
         raise argparse.ArgumentTypeError(f"{text} is more than a day ({MAX_SECONDS:g} s)")
+    return value
+
+
+def _flag_bool(text: str) -> bool:
+    """A boolean flag's value as TF Serving's flag parser reads it: true/false, 1/0."""
+    value = {"true": True, "1": True, "false": False, "0": False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither true nor false")
     return value
 
 

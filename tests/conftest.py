@@ -501,8 +501,9 @@ def server(exported: Exported, tmp_path_factory: pytest.TempPathFactory) -> Iter
     yield from serving(exported.base_path, tmp_path_factory.mktemp("server"), SERVER_PARAMS)
 
 
-def serving(base_path: Path, folder: Path, serve_params: dict) -> Iterator[Server]:
-    """A Server over ``base_path`` with ``serve_params`` (params.yaml and log in ``folder``)."""
+def serving(base_path: Path, folder: Path, serve_params: dict, *options: str) -> Iterator[Server]:
+    """A Server over ``base_path`` with ``serve_params`` (params.yaml and log in ``folder``)
+    and more ``amazonia serve`` flags."""
     log = folder / "serve.log"
-    for proc, port in serve_models(base_path, log, MODEL, serve_params=serve_params):
+    for proc, port in serve_models(base_path, log, MODEL, *options, serve_params=serve_params):
         yield Server(proc, port, log)

@@ -58,6 +58,9 @@ class ServeParams(BaseModel):
     graceful_shutdown_seconds: float = _seconds(10.0)  # for requests under way on SIGTERM
     # Model folders:
     max_saved_model_mb: int = Field(256, ge=1, le=2047)  # saved_model.pb; protobuf's own limit is 2 GiB
+    # Server-side batching (TF Serving's --enable_batching and --batching_parameters_file):
+    enable_batching: bool = False  # concurrent requests for one signature share model calls
+    batching_parameters_file: str = Field("", max_length=4096)  # BatchingParameters text; "": TF's defaults
 
     @field_validator("host")
     @classmethod

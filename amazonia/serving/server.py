@@ -28,7 +28,8 @@ Hostile or unlucky clients are bounded (``serve.*`` in params.yaml,
 :class:`amazonia.serving.params.ServeParams`): connections by
 :mod:`amazonia.serving.protocol` (read and write timeouts, unsent answer bytes, head
 size, framing); request bodies here, as sent and gunzipped; the work of a request by
-:mod:`amazonia.serving.budgets` (instances, decoded pixels, decoding at once). No path is
+:mod:`amazonia.serving.budgets` (instances, decoded pixels, decoding at once), per batch too
+when concurrent requests share model calls (:mod:`amazonia.serving.batching`, off by default). No path is
 redirected: what is not a route is TF Serving's error. Every request error is a 4xx with
 TF Serving's ``{"error": ...}`` body and no path of the server's file system; a 500 means
 a fault of the server, logged with its traceback; a request cut off by shutdown is 503.
@@ -37,6 +38,7 @@ a fault of the server, logged with its traceback; a request cut off by shutdown 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -67,7 +69,8 @@ from amazonia.export.contract import (
     parse_version,
 )
 from amazonia.export.saved_model import tf_error_message
-from amazonia.serving import budgets, rest
+from amazonia.serving import batching, budgets, rest
+from amazonia.serving.batching_parameters import load_batching_parameters
 from amazonia.serving.manager import ModelManager
 from amazonia.serving.metrics import CONTENT_TYPE, METRICS_PATH, ServingMetrics
 from amazonia.serving.params import ServeParams
@@ -100,6 +103,9 @@ class PredictJob:
     tensors: Mapping[str, np.ndarray]
     row_format: bool
     pixels: list[int]  # decoded pixels of each instance's images (budgets.instance_pixels)
+    model_name: str
+    version: int
+    signature_name: str
 
 
 def prepare_predict(
@@ -126,7 +132,9 @@ def prepare_predict(
     tensors = rest.request_tensors(request, signature.inputs)
     budgets.check_instances(tensors, limits)
     pixels = budgets.instance_pixels(tensors, limits)
-    return PredictJob(signature, tensors, request.row_format, pixels)
+    return PredictJob(
+        signature, tensors, request.row_format, pixels, name, model.version, request.signature_name
+    )
 
 
 def servable(repository: ModelManager, name: str, version: int | None, label: str | None) -> LoadedVersion:
@@ -159,6 +167,34 @@ async def run_model(
     if len(parts) == 1:
         return parts[0]
     return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
+async def predict_outputs(
+    job: PredictJob,
+    decoder: budgets.DecodeScheduler,
+    light_calls: anyio.CapacityLimiter,
+    batcher: batching.BatchScheduler | None,
+) -> dict[str, np.ndarray]:
+    """The signature's outputs for ``job``: with server-side batching on, called in batches
+    with other requests for the same signature of the same version; on its own otherwise,
+    and for what is not batched (inputs without a common batch dimension, or decoding more
+    than budgets.MAX_BATCH_PIXELS: those take their decode turns as without batching)."""
+    if batcher is None:
+        return await run_model(job, decoder, light_calls)
+    rows = budgets.batch_size(job.tensors)
+    if rows is not None:
+        batcher.check_size(rows)
+    if not rows or sum(job.pixels) > budgets.MAX_BATCH_PIXELS:
+        return await run_model(job, decoder, light_calls)
+    # One queue per signature object (a reloaded version has new ones) and input shape.
+    key = (
+        id(job.signature),
+        tuple((name, array.dtype.str, array.shape[1:]) for name, array in job.tensors.items()),
+    )
+    label = f"{job.model_name} version {job.version} {job.signature_name}"
+    return await batcher.run(
+        key, label, functools.partial(call_signature, job.signature), job.tensors, job.pixels
+    )
 
 
 def call_signature(signature: Signature, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -266,6 +302,8 @@ def create_app(repository: ModelManager, settings: ServeParams) -> FastAPI:
     """The TF Serving-compatible app serving the models of ``repository`` (loaded: see
     :meth:`ModelManager.load`) with the limits of ``settings``; their folders, and the
     model config file, are polled while it runs."""
+    batching_parameters = load_batching_parameters(settings)
+    batcher = batching.BatchScheduler(batching_parameters) if batching_parameters is not None else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -274,6 +312,8 @@ def create_app(repository: ModelManager, settings: ServeParams) -> FastAPI:
             yield
         finally:
             await run_in_threadpool(repository.stop)
+            if batcher is not None:
+                batcher.close()
 
     # redirect_slashes=False: Starlette answers a path with a trailing slash by a redirect
     # to a Location built from the request's Host header; TF Serving has no redirects.
@@ -286,9 +326,10 @@ def create_app(repository: ModelManager, settings: ServeParams) -> FastAPI:
         redirect_slashes=False,
     )
     app.state.repository = repository
+    app.state.batcher = batcher  # its stats feed the metrics
     app.add_middleware(RawPathRouting)
     _add_error_handlers(app)
-    _add_routes(app, repository, settings)
+    _add_routes(app, repository, settings, batcher)
     return app
 
 
@@ -313,7 +354,9 @@ def _add_error_handlers(app: FastAPI) -> None:
         return _json(rest.error_body(f"internal error ({type(err).__name__}); see the server's log"), 500)
 
 
-def _add_routes(app: FastAPI, repository: ModelManager, settings: ServeParams) -> None:
+def _add_routes(
+    app: FastAPI, repository: ModelManager, settings: ServeParams, batcher: batching.BatchScheduler | None
+) -> None:
     parsing = anyio.CapacityLimiter(PREDICT_CONCURRENCY)
     light_calls = anyio.CapacityLimiter(PREDICT_CONCURRENCY)
     decoder = budgets.DecodeScheduler(settings.decode_concurrency)
@@ -348,7 +391,7 @@ def _add_routes(app: FastAPI, repository: ModelManager, settings: ServeParams) -
             prepare_predict, repository, name, version, body, limits, label, limiter=parsing
         )
         request.state.signature = job.signature  # for the metrics (_measured)
-        outputs = await run_model(job, decoder, light_calls)
+        outputs = await predict_outputs(job, decoder, light_calls, batcher)
         answer = await anyio.to_thread.run_sync(predict_answer, outputs, job.row_format)
         return Response(content=answer, media_type="application/json")
 
