@@ -419,6 +419,21 @@ def test_concurrent_requests_share_one_call_per_signature_and_answer_as_without_
                 )
 
 
+def test_the_metrics_page_counts_what_batching_did(batching_server: Server) -> None:
+    """The batches the log shows are on the metrics page, as TF Serving's run count and ours."""
+    batches = _batches(batching_server, 0)
+    assert batches, "no batch ran before this test: run the module, not this test alone"
+    page = requests.get(f"http://127.0.0.1:{batching_server.port}/monitoring/prometheus/metrics", timeout=30)
+    values = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in page.text.splitlines()
+        if line.startswith((":tensorflow:serving:batching_session", ":amazonia:serving:batching_"))
+    }
+    assert values[":amazonia:serving:batching_batch_count"] == len(batches)
+    assert values[":tensorflow:serving:batching_session:wrapped_run_count"] >= len(batches)
+    assert values[":amazonia:serving:batching_instance_count"] == sum(int(b["rows"]) for b in batches)
+
+
 def test_a_lone_request_is_answered_as_in_a_full_batch(batching_server: Server, exported: Exported) -> None:
     floats = _float_instances(exported)
     together = batching_server.post(":predict", json={"instances": floats}).json()["predictions"]

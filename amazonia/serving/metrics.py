@@ -29,7 +29,12 @@ TF Serving has no metric for the rest, which are amazonia's (``:amazonia:serving
 * ``warmup_request_count{model_name, version}``: warmup requests replayed;
 * ``model_version_state{model_name, version, state}``: 1 for each version the server
   knows, in its state (``LOADING``, ``AVAILABLE``, ``END``);
-* ``model_version_label{model_name, label, version}``: 1 for each version label.
+* ``model_version_label{model_name, label, version}``: 1 for each version label;
+* with server-side batching on, ``batching_batch_count``, ``batching_instance_count``,
+  ``batching_padding_count``, ``batching_request_count``, ``batching_queue_full_count`` and
+  ``batching_queuing_seconds``: running totals of what it did (the mean batch size is
+  instances over batches); its model calls are TF Serving's
+  ``:tensorflow:serving:batching_session:wrapped_run_count``.
 
 What a client chooses cannot grow the page: a request naming no served model counts
 under ``model_name=""`` (TF Serving uses the name as sent), and its version and
@@ -41,9 +46,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 METRICS_PATH = "/monitoring/prometheus/metrics"  # TF Serving's PrometheusExporter::kPrometheusPath
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -186,6 +192,11 @@ class ServingMetrics:
         """Read the versions' states and the version labels from these at every scrape."""
         self.registry.register(_ModelStates(states, labels))
 
+    def watch_batching(self, stats: Callable[[], Any]) -> None:
+        """Read server-side batching's running totals (a ``batching.BatchingStats``) from
+        ``stats`` at every scrape."""
+        self.registry.register(_BatchingTotals(stats))
+
     def exposition(self) -> bytes:
         """The metrics page in Prometheus' text format (0.0.4), as TF Serving writes it."""
         lines: list[str] = []
@@ -231,6 +242,39 @@ class _ModelStates:
         for entry in self._labels():
             labels.add_metric([entry.model_name, entry.label, str(entry.version)], 1)
         return [states, labels]
+
+
+class _BatchingTotals:
+    """A prometheus-client collector of server-side batching's totals at scrape time."""
+
+    # (metric name, help, BatchingStats attribute)
+    _COUNTERS = (
+        (
+            ":tensorflow:serving:batching_session:wrapped_run_count",
+            "Tracks the number of batches run by the batching session.",
+            "model_calls",
+        ),
+        (":amazonia:serving:batching_batch_count", "Batches formed.", "batches"),
+        (":amazonia:serving:batching_instance_count", "Instances in batches, padding excluded.", "instances"),
+        (":amazonia:serving:batching_padding_count", "Instances added to reach an allowed size.", "padding"),
+        (":amazonia:serving:batching_request_count", "Requests (or parts of them) batched.", "requests"),
+        (":amazonia:serving:batching_queue_full_count", "Requests refused: queue full.", "queue_full"),
+        (
+            ":amazonia:serving:batching_queuing_seconds",
+            "Seconds from each batch's first request to its run, summed.",
+            "queuing_seconds",
+        ),
+    )
+
+    def __init__(self, stats: Callable[[], Any]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterable[Metric]:
+        stats = self._stats()
+        for name, help_text, attribute in self._COUNTERS:
+            family = CounterMetricFamily(name, help_text)
+            family.add_metric([], getattr(stats, attribute))
+            yield family
 
 
 def _sample_lines(family: Metric) -> Iterable[str]:

@@ -326,7 +326,7 @@ def create_app(repository: ModelManager, settings: ServeParams) -> FastAPI:
         redirect_slashes=False,
     )
     app.state.repository = repository
-    app.state.batcher = batcher  # its stats feed the metrics
+    app.state.batcher = batcher
     app.add_middleware(RawPathRouting)
     _add_error_handlers(app)
     _add_routes(app, repository, settings, batcher)
@@ -396,6 +396,8 @@ def _add_routes(
         return Response(content=answer, media_type="application/json")
 
     metrics = repository.metrics or ServingMetrics()
+    if batcher is not None:
+        metrics.watch_batching(lambda: batcher.stats)
 
     async def metrics_page(request: Request) -> Response:
         return Response(content=metrics.exposition(), media_type=CONTENT_TYPE)
