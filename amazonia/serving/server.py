@@ -238,7 +238,8 @@ async def _read_body(request: Request, limit: int, too_large_declared: str) -> b
     """The request body as sent, or 413 once it passes ``limit`` bytes (declared or streamed).
 
     A refused body is still read (not kept) up to a bound, so that the client, which is
-    busy sending, is not reset before it can read the 413.
+    busy sending, is not reset before it can read the 413; past it, the connection's
+    lingering close (:mod:`amazonia.serving.protocol`) reads on, within its own bounds.
     """
     too_large = bool(too_large_declared)
     chunks: list[bytes] = []
