@@ -20,13 +20,16 @@ import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from amazonia.common.errors import AmazoniaError
 from amazonia.common.params import PARAMS_FILE, Params, load_params
 from amazonia.common.paths import MODELS_DIR
 from amazonia.common.tf_logging import quiet_tensorflow_logs
-from amazonia.serving.params import MAX_SECONDS, ServeParams, check_value, load_serve_params
+from amazonia.serving.params import MAX_SECONDS, MIN_SECONDS, ServeParams, check_value, load_serve_params
+
+if TYPE_CHECKING:
+    from amazonia.serving.model_config import ModelSource
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +65,42 @@ def _add_serve(commands: argparse._SubParsersAction, params: Params, serve: Serv
         "serve",
         help="serve models/<name>/ over TensorFlow Serving's REST API",
         description="Serve every version folder of models/<name>/ over TF Serving's REST API "
-        "(the highest by default); new versions are picked up while it runs.",
+        "(the highest by default), or the models of a TF Serving model config file; new versions "
+        "are picked up while it runs.",
         epilog="Defaults, and the limits without a flag (write timeout, unsent answer bytes, instances and "
         "decoded pixels per request, header size, shutdown grace), come from serve: in params.yaml; "
         "see docs/serving.md.",
     )
-    parser.add_argument("--model-name", default=name, help=f"name in the URLs (default {name})")
+    parser.add_argument("--model-name", help=f"name in the URLs (default {name})")
     parser.add_argument(
         "--model-base-path",
         type=Path,
         help=f"folder of the version folders (default {MODELS_DIR}/<model-name>)",
+    )
+    parser.add_argument(
+        "--model_config_file",
+        "--model-config-file",
+        type=Path,
+        help="TF Serving's model config file (model_config_list: models, version policies, version "
+        "labels), instead of --model-name and --model-base-path",
+    )
+    parser.add_argument(
+        "--model_config_file_poll_wait_seconds",
+        "--model-config-file-poll-wait-seconds",
+        type=_poll_wait,
+        default=0.0,
+        metavar="SECONDS",
+        help="re-read the model config file this often (default 0: read it once)",
+    )
+    parser.add_argument(
+        "--allow_version_labels_for_unavailable_models",
+        "--allow-version-labels-for-unavailable-models",
+        type=_true_or_false,
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="true|false",
+        help="let a new version label name a version not loaded (yet)",
     )
     parser.add_argument(
         "--host",
@@ -113,8 +142,28 @@ def _add_serve(commands: argparse._SubParsersAction, params: Params, serve: Serv
         default=serve.max_connections,
         help=f"more at once are answered 503 (default {serve.max_connections})",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log loads and every request")
-    parser.set_defaults(run=run_serve, serve_params=serve)
+    # TF Serving's flag names, underscores included, so that its command lines carry over.
+    parser.add_argument(
+        "--enable_batching",
+        nargs="?",
+        const=True,
+        type=_flag_bool,
+        default=serve.enable_batching,
+        metavar="true|false",
+        help="batch concurrent requests for one signature into shared model calls "
+        f"(default {str(serve.enable_batching).lower()})",
+    )
+    parser.add_argument(
+        "--batching_parameters_file",
+        type=_serve_flag("batching_parameters_file", str),
+        default=serve.batching_parameters_file,
+        metavar="FILE",
+        help="TF Serving's BatchingParameters in text format (default: TF Serving's defaults)",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log loads, every request and every batch"
+    )
+    parser.set_defaults(run=run_serve, serve_params=serve, default_model_name=name)
 
 
 def _add_predict(commands: argparse._SubParsersAction, params: Params, serve: ServeParams) -> None:
@@ -130,7 +179,9 @@ def _add_predict(commands: argparse._SubParsersAction, params: Params, serve: Se
     )
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     parser.add_argument(
-        "--url", default=url, help=f"the model's URL (default {url}); may end in /versions/<n>"
+        "--url",
+        default=url,
+        help=f"the model's URL (default {url}); may end in /versions/<n> or /labels/<label>",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of one line per image")
     parser.add_argument(
@@ -152,13 +203,7 @@ def _add_predict(commands: argparse._SubParsersAction, params: Params, serve: Se
 
 def run_serve(args: argparse.Namespace) -> int:
     """Serve until interrupted."""
-    base = args.model_base_path or MODELS_DIR / args.model_name
-    if not base.is_dir():
-        raise AmazoniaError(
-            f"{base}: no such folder; export a model first ('dvc repro export') or pass --model-base-path"
-        )
-    # Before TensorFlow loads (seconds) and the model (more): a port in use fails at once.
-    sock = bind(args.host, args.port)
+    sources = _model_sources(args)
     settings = args.serve_params.model_copy(
         update={
             "host": args.host,
@@ -168,15 +213,69 @@ def run_serve(args: argparse.Namespace) -> int:
             "read_timeout_seconds": args.read_timeout,
             "keep_alive_seconds": args.keep_alive,
             "max_connections": args.max_connections,
+            "enable_batching": args.enable_batching,
+            "batching_parameters_file": args.batching_parameters_file,
         }
     )
+    from amazonia.serving.batching_parameters import load_batching_parameters
+
+    load_batching_parameters(settings)  # a bad file is refused before anything loads
+    # Before TensorFlow loads (seconds) and the model (more): a port in use fails at once.
+    sock = bind(args.host, args.port)
     # Imported here: TensorFlow takes seconds to load and 'predict' does not need the server.
+    from amazonia.serving.manager import ModelManager
+    from amazonia.serving.metrics import ServingMetrics
     from amazonia.serving.server import create_app, serve
 
-    app = create_app(base, args.model_name, settings)
-    log.info("serving %s as %r on http://%s:%d", base, args.model_name, args.host, args.port)
+    models = ModelManager(
+        sources,
+        settings.poll_seconds,
+        config_file=args.model_config_file,
+        config_poll_seconds=args.model_config_file_poll_wait_seconds,
+        allow_labels_for_unavailable_versions=args.allow_version_labels_for_unavailable_models,
+        max_saved_model_bytes=settings.max_saved_model_mb * 2**20,
+        metrics=ServingMetrics(),
+    )
+    models.load()  # before the socket listens: until then, clients are refused
+    app = create_app(models, settings)
+    for source in sources:
+        log.info("serving %s as %r on http://%s:%d", source.base_path, source.name, args.host, args.port)
     serve(app, sock, settings, verbose=args.verbose)
     return 0
+
+
+def _model_sources(args: argparse.Namespace) -> tuple[ModelSource, ...]:
+    """The models to serve: those of the model config file, or the one folder."""
+    from amazonia.serving.model_config import ModelSource, read_model_config
+
+    if args.model_config_file is not None:
+        given = [
+            flag
+            for flag, value in (
+                ("--model-name", args.model_name),
+                ("--model-base-path", args.model_base_path),
+            )
+            if value
+        ]
+        if given:
+            raise AmazoniaError(
+                f"{' and '.join(given)} cannot go with --model_config_file, which names every model and its "
+                "base_path; drop them"
+            )
+        sources = read_model_config(args.model_config_file)
+        if not sources:
+            raise AmazoniaError(
+                f"{args.model_config_file}: the model config file names no model; list them in "
+                "model_config_list { config { name: ... base_path: ... } }"
+            )
+        return sources
+    name = args.model_name or args.default_model_name
+    base = args.model_base_path or MODELS_DIR / name
+    if not base.is_dir():
+        raise AmazoniaError(
+            f"{base}: no such folder; export a model first ('dvc repro export') or pass --model-base-path"
+        )
+    return (ModelSource(name, base),)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -245,10 +344,42 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _poll_wait(text: str) -> float:
+    """0 (never), or seconds between polls within serve's bounds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value == 0:
+        return 0.0
+    if not MIN_SECONDS <= value <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"{text} must be 0 (read once) or {MIN_SECONDS:g} to {MAX_SECONDS:g}"
+        )
+    return value
+
+
+def _true_or_false(text: str) -> bool:
+    """A TF Serving boolean flag's value (``--flag=true``)."""
+    if text.lower() in ("true", "1"):
+        return True
+    if text.lower() in ("false", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is neither true nor false")
+
+
 def _seconds(text: str) -> float:
     value = _positive_float(text)
     if value > MAX_SECONDS:
         raise argparse.ArgumentTypeError(f"{text} is more than a day ({MAX_SECONDS:g} s)")
+    return value
+
+
+def _flag_bool(text: str) -> bool:
+    """A boolean flag's value as TF Serving's flag parser reads it: true/false, 1/0."""
+    value = {"true": True, "1": True, "false": False, "0": False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither true nor false")
     return value
 
 

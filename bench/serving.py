@@ -18,11 +18,18 @@ to ``bench/.work/serving/`` and served by a real ``amazonia serve`` process. Mea
   after 20 reloads, and p50/p99/max of one client's requests while reloads happen;
 * heavy requests: p50/p99 of one client's chip requests (``serving_bytes``, one JPEG)
   alone, then while four clients send the heaviest request the default budgets allow
-  (``serve.max_request_pixels``: four 4096 x 4096 PNGs) one after another.
+  (``serve.max_request_pixels``: four 4096 x 4096 PNGs) one after another;
+* warmup: the first request to a newly published version, the moment it is AVAILABLE,
+  against the steady p50, for versions without and with a TF Serving warmup file
+  (``assets.extra/tf_serving_warmup_requests``: a chip through each signature);
+* server-side batching (``batching``): 16 clients per signature against a server with
+  batching off and one with it on, in interleaved rounds: requests/s, p50/p99, CPU per
+  request; and each step of a request timed in process, to say where the time goes.
 
 Client and server share the machine's cores, as they would on a laptop.
-Run alone with ``python -m bench.serving`` (``python -m bench.serving heavy``: only the
-heavy-request part); ``python -m bench`` runs it with the rest.
+Run alone with ``python -m bench.serving`` (``python -m bench.serving heavy [batching]``: only
+the heavy-request part, with server-side batching on if asked; ``warmup`` or ``batching``: only
+that part); ``python -m bench`` runs it with the rest.
 """
 
 from __future__ import annotations
@@ -80,6 +87,23 @@ HEAVY_CHIP_REQUESTS = 100  # alone, and at least as many under the heavy load
 HEAVY_MEASURE_S = 30.0  # under the heavy load, chip requests go on this long at least
 HEAVY_WARMUP_S = 3.0  # the heavy clients are all under way
 GOAL_HEAVY_P99_MS = 1000.0
+WARMUP_RELOADS = 5  # new versions published without, then as many with, a warmup file
+GOAL_FIRST_REQUEST_RATIO = 2.0  # first request after a reload <= 2x the steady p50
+BATCHING_CLIENTS = 16
+BATCHING_REQUESTS = 960  # per signature and server, split over the rounds and clients
+BATCHING_ROUNDS = 3  # off and on alternate: a shared machine's load changes by the second
+BATCHING_BATCH_SIZE = 16  # max_batch_size below; the profile's batched model call
+# For this 2-core machine: TF Serving's CPU-only advice (no timeout, large batches), one batch
+# thread (a model call already uses both cores), and room in the queue for every client.
+BATCHING_PARAMETERS = f"""\
+max_batch_size {{ value: {BATCHING_BATCH_SIZE} }}
+batch_timeout_micros {{ value: 0 }}
+max_enqueued_batches {{ value: {BATCHING_CLIENTS} }}
+num_batch_threads {{ value: 1 }}
+"""
+GOAL_BATCHING_SPEEDUP = 3.0
+GOAL_BATCHING_P99_MS = 50.0
+PROFILE_REPEATS = 50
 SCRATCH = WORK_DIR / "serving"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -139,12 +163,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(base_path: Path, port: int, log_file: Path) -> subprocess.Popen:
-    """``amazonia serve`` on 127.0.0.1, returned once it answers."""
+def start_server(base_path: Path, port: int, log_file: Path, *options: str) -> subprocess.Popen:
+    """``amazonia serve`` on 127.0.0.1 with more flags ``options``, returned once it answers."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     cmd = [
         sys.executable, "-m", "amazonia.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-        "--model-name", MODEL_NAME, "--model-base-path", str(base_path),
+        "--model-name", MODEL_NAME, "--model-base-path", str(base_path), *options,
     ]  # fmt: skip
     with log_file.open("w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=PROJECT_ROOT)
@@ -492,8 +516,142 @@ def measure_latency_under_heavy_requests(url: str, chip_body: bytes, heavy: byte
     }
 
 
-def measure_heavy(settings: Settings) -> dict:
-    """Only the heavy-request measurement, on a server of its own."""
+def write_warmup_file(version_dir: Path, chip: Path) -> None:
+    """TF Serving's warmup file for ``version_dir``: the chip through each signature."""
+    from keras.utils import img_to_array, load_img
+
+    from amazonia.export.contract import INPUT_BYTES, SIGNATURE_BYTES, SIGNATURE_FLOAT
+    from amazonia.export.warmup import WarmupRequest, write_warmup_requests
+    from amazonia.model.names import INPUT_NAME
+
+    image = img_to_array(load_img(chip, target_size=(IMAGE_SIZE, IMAGE_SIZE))) / 255.0
+    write_warmup_requests(
+        version_dir,
+        [
+            WarmupRequest(SIGNATURE_BYTES, {INPUT_BYTES: np.array([chip.read_bytes()], dtype=object)}),
+            WarmupRequest(SIGNATURE_FLOAT, {INPUT_NAME: image[np.newaxis].astype(np.float32)}),
+        ],
+    )
+
+
+def first_requests(source: Path, base_path: Path, version: int, model_url: str, payloads: dict) -> dict:
+    """Publish ``source`` as ``version`` (a rename, as the smoke check publishes), wait until
+    it is AVAILABLE, then time the first request of each signature to it, in ms."""
+    staging = base_path / f".tmp-{version}"
+    shutil.copytree(source, staging)
+    staging.rename(base_path / str(version))
+    deadline = time.monotonic() + RELOAD_TIMEOUT_S
+    while True:
+        response = requests.get(f"{model_url}/versions/{version}", timeout=30)
+        if response.status_code == 200 and response.json()["model_version_status"][0]["state"] == "AVAILABLE":
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"version {version} not AVAILABLE after {RELOAD_TIMEOUT_S} s: {response.text}")
+        time.sleep(0.01)
+    times = {}
+    with requests.Session() as session:
+        for name, body in payloads.items():
+            start = time.perf_counter()
+            _post(session, f"{model_url}/versions/{version}:predict", body)
+            times[name] = (time.perf_counter() - start) * 1000
+    return times
+
+
+def measure_warmup(settings: Settings) -> dict:
+    """First-request latency after reloads without and with a warmup file, and the steady
+    p50 of the same server, on a server of its own."""
+    scratch = SCRATCH / "warmup"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    base_path = scratch / "models" / MODEL_NAME
+    version_dir = export_model(base_path)
+    plain = shutil.copytree(version_dir, scratch / "plain")
+    warmed = shutil.copytree(version_dir, scratch / "warmed")
+    chip = write_chip(scratch / "chip.jpg")
+    write_warmup_file(warmed, chip)
+    payloads = bodies(chip)
+    port = _free_port()
+    model_url = f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}"
+    busy = cpu_busy_percent()
+    proc = start_server(base_path, port, scratch / "serve.log")
+    try:
+        steady = {
+            name: measure_latency(
+                f"{model_url}:predict",
+                lambda s, body=body: _post(s, f"{model_url}:predict", body),
+                LATENCY_REQUESTS,
+                proc.pid,
+            )["p50_ms"]
+            for name, body in payloads.items()
+        }
+        firsts: dict[str, list[dict]] = {"without": [], "with": []}
+        version = 2
+        for kind, source in (("without", plain), ("with", warmed)):
+            for _ in range(WARMUP_RELOADS):
+                log.info("first requests to version %d, %s a warmup file", version, kind)
+                firsts[kind].append(first_requests(source, base_path, version, model_url, payloads))
+                version += 1
+    finally:
+        stop_server(proc)
+    return {
+        "image_size": IMAGE_SIZE,
+        "cpu_busy_percent_before": busy,
+        "cpu_busy_percent_after": cpu_busy_percent(),
+        "steady_p50_ms": steady,
+        "first_request_ms": firsts,
+    }
+
+
+def format_warmup_report(results: dict) -> list[str]:
+    """Lines on the first request to a newly loaded version against the steady p50."""
+    warmup = results.get("warmup", results)
+    if "first_request_ms" not in warmup:  # results saved before it was measured
+        return []
+    steady = warmup["steady_p50_ms"]
+    rows, goals = [], []
+    for kind, runs in warmup["first_request_ms"].items():
+        for name in steady:
+            first = [run[name] for run in runs]
+            median = statistics.median(first)
+            ratio = median / steady[name]
+            rows.append(
+                [
+                    f"{kind} a warmup file",
+                    name,
+                    f"{steady[name]:.1f}",
+                    f"{median:.1f}",
+                    f"{max(first):.1f}",
+                    f"{ratio:.1f}×",
+                ]
+            )
+            if kind == "with":
+                goals.append(
+                    f"- goal first request ≤ {GOAL_FIRST_REQUEST_RATIO:g}× the steady p50, {name}: "
+                    f"{_met(ratio <= GOAL_FIRST_REQUEST_RATIO)} ({ratio:.1f}×)"
+                )
+    runs = len(next(iter(warmup["first_request_ms"].values())))
+    busy = max(warmup["cpu_busy_percent_before"], warmup["cpu_busy_percent_after"])
+    return [
+        "### The first request after a reload",
+        "",
+        f"A new version published {runs} times without, then {runs} times with, a warmup file (one chip "
+        "through each signature); the moment its status says AVAILABLE, one request of each signature is "
+        "timed (the bytes one first). Without a file the server calls each signature once on a tiny "
+        f"sample; with one, it replays the file first. CPU busy with other work: {busy:.0f}%"
+        + (" (loaded: numbers unreliable)." if busy > BUSY_WARN_PERCENT else "."),
+        "",
+        markdown_table(
+            ["version", "signature", "steady p50 ms", "first request ms (median)", "max ms", "median / p50"],
+            rows,
+        ),
+        "",
+        *goals,
+    ]
+
+
+def measure_heavy(settings: Settings, batching: bool = False) -> dict:
+    """Only the heavy-request measurement, on a server of its own (with server-side batching
+    on, BATCHING_PARAMETERS, if ``batching``)."""
     if SCRATCH.exists():
         shutil.rmtree(SCRATCH)
     SCRATCH.mkdir(parents=True)
@@ -502,17 +660,173 @@ def measure_heavy(settings: Settings) -> dict:
     chip_body = bodies(write_chip(SCRATCH / "chip.jpg"))["bytes (b64 JPEG)"]
     port = _free_port()
     url = f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}:predict"
+    options: tuple[str, ...] = ()
+    if batching:
+        parameters_file = SCRATCH / "batching.txt"
+        parameters_file.write_text(BATCHING_PARAMETERS)
+        options = ("--enable_batching", "--batching_parameters_file", str(parameters_file))
     busy = cpu_busy_percent()
-    proc = start_server(base_path, port, SCRATCH / "serve.log")
+    proc = start_server(base_path, port, SCRATCH / "serve.log", *options)
     try:
         heavy = measure_latency_under_heavy_requests(url, chip_body, heavy_body())
     finally:
         stop_server(proc)
+    heavy["batching"] = batching
     return {
         "image_size": IMAGE_SIZE,
         "cpu_busy_percent_before": busy,
         "cpu_busy_percent_after": cpu_busy_percent(),
         "heavy": heavy,
+    }
+
+
+def measure_load(url: str, body: bytes, clients: int, total: int, server_pid: int) -> dict:
+    """Requests/s, p50/p99 latency and CPU per request (server; this process, the clients)
+    with ``clients`` threads sending ``body`` back to back, ``total`` requests in all."""
+    per_client = total // clients
+    times: list[float] = []
+    errors: list[str] = []
+    start = threading.Barrier(clients + 1)
+
+    def client() -> None:
+        with requests.Session() as session:
+            _post(session, url, body)  # connect and warm up before the clock starts
+            start.wait()
+            for _ in range(per_client):
+                began = time.perf_counter()
+                try:
+                    _post(session, url, body)
+                except Exception as err:  # noqa: BLE001 - counted, reported below
+                    errors.append(repr(err))
+                times.append((time.perf_counter() - began) * 1000)
+
+    server, bench = psutil.Process(server_pid), psutil.Process()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    server_cpu, bench_cpu = sum(server.cpu_times()[:2]), sum(bench.cpu_times()[:2])
+    with timer() as took:
+        for thread in threads:
+            thread.join()
+    requests_sent = per_client * clients
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {requests_sent} requests failed, first: {errors[0]}")
+    return {
+        "clients": clients,
+        "requests": requests_sent,
+        "requests_per_s": requests_sent / took.seconds,
+        "p50_ms": float(np.percentile(times, 50)),
+        "p99_ms": float(np.percentile(times, 99)),
+        "server_cpu_ms": (sum(server.cpu_times()[:2]) - server_cpu) * 1000 / requests_sent,
+        "client_cpu_ms": (sum(bench.cpu_times()[:2]) - bench_cpu) * 1000 / requests_sent,
+        "times_ms": times,
+    }
+
+
+def profile_request(version_dir: Path, body: bytes, repeats: int = PROFILE_REPEATS) -> dict:
+    """Milliseconds (median of ``repeats``) of each step ``amazonia serve`` takes for ``body``,
+    in process: JSON parse, tensors (floats, or base64), budgets (image headers), the model
+    (a call of this instance alone, and its share of a call of BATCHING_BATCH_SIZE), the
+    answer's JSON. What HTTP and the framework cost is the server's CPU per request less these."""
+    from amazonia.serving import budgets, rest
+    from amazonia.serving.repository import load_version
+    from amazonia.serving.server import DEFAULT_SIGNATURE, call_signature, predict_answer
+
+    loaded = load_version(version_dir, 1)
+    limits = budgets.RequestLimits(1024, 2**40)
+    request = rest.parse_predict_request(body, DEFAULT_SIGNATURE)
+    signature = loaded.signatures[request.signature_name]
+    tensors = rest.request_tensors(request, signature.inputs)
+    batch = {name: np.repeat(array, BATCHING_BATCH_SIZE, 0) for name, array in tensors.items()}
+    outputs = call_signature(signature, tensors)
+    steps: dict[str, Callable[[], object]] = {
+        "JSON parse": lambda: rest.parse_predict_request(body, DEFAULT_SIGNATURE),
+        "tensors from JSON": lambda: rest.request_tensors(request, signature.inputs),
+        "budgets (image headers)": lambda: budgets.instance_pixels(tensors, limits),
+        "model, alone": lambda: call_signature(signature, tensors),
+        f"model, 1/{BATCHING_BATCH_SIZE} of a batch": lambda: call_signature(signature, batch),
+        "answer JSON": lambda: predict_answer(outputs, request.row_format),
+    }
+    results = {}
+    for name, step in steps.items():
+        step()
+        times = []
+        for _ in range(repeats):
+            with timer() as took:
+                step()
+            times.append(took.seconds * 1000)
+        results[name] = statistics.median(times)
+    results[f"model, 1/{BATCHING_BATCH_SIZE} of a batch"] /= BATCHING_BATCH_SIZE
+    return results
+
+
+def _pooled(rounds: list[dict]) -> dict:
+    """Rounds of :func:`measure_load` as one: the median rate, percentiles of every request."""
+    times = [ms for r in rounds for ms in r["times_ms"]]
+    return {
+        "rounds": len(rounds),
+        "requests": sum(r["requests"] for r in rounds),
+        "requests_per_s": statistics.median(r["requests_per_s"] for r in rounds),
+        "p50_ms": float(np.percentile(times, 50)),
+        "p99_ms": float(np.percentile(times, 99)),
+        "server_cpu_ms": statistics.fmean(r["server_cpu_ms"] for r in rounds),
+        "client_cpu_ms": statistics.fmean(r["client_cpu_ms"] for r in rounds),
+    }
+
+
+def measure_batching(settings: Settings) -> dict:
+    """Throughput and latency of BATCHING_CLIENTS clients per signature, batching off and on
+    (BATCHING_PARAMETERS), each on a server of its own, in interleaved rounds (a shared
+    machine's load changes by the second); and where a request's time goes."""
+    if SCRATCH.exists():
+        shutil.rmtree(SCRATCH)
+    SCRATCH.mkdir(parents=True)
+    base_path = SCRATCH / "models" / MODEL_NAME
+    version_dir = export_model(base_path)
+    payloads = bodies(write_chip(SCRATCH / "chip.jpg"))
+    parameters_file = SCRATCH / "batching.txt"
+    parameters_file.write_text(BATCHING_PARAMETERS)
+    log.info("profiling one request of each signature in process")
+    profile = {name: profile_request(version_dir, body) for name, body in payloads.items()}
+    busy = cpu_busy_percent()
+    configurations = {
+        "off": (),
+        "on": ("--enable_batching", "--batching_parameters_file", str(parameters_file)),
+    }
+    servers: dict[str, tuple[subprocess.Popen, str]] = {}
+    rounds: dict[str, dict[str, list[dict]]] = {name: {c: [] for c in configurations} for name in payloads}
+    try:
+        for configuration, options in configurations.items():
+            port = _free_port()
+            url = f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}:predict"
+            log_file = SCRATCH / f"serve-batching-{configuration}.log"
+            servers[configuration] = (start_server(base_path, port, log_file, *options), url)
+        for i in range(BATCHING_ROUNDS):
+            for name, body in payloads.items():
+                for configuration, (proc, url) in servers.items():
+                    log.info(
+                        "round %d, %s, batching %s: %d clients", i + 1, name, configuration, BATCHING_CLIENTS
+                    )
+                    rounds[name][configuration].append(
+                        measure_load(
+                            url, body, BATCHING_CLIENTS, BATCHING_REQUESTS // BATCHING_ROUNDS, proc.pid
+                        )
+                    )
+    finally:
+        for proc, _ in servers.values():
+            stop_server(proc)
+    runs = {
+        name: {configuration: _pooled(results) for configuration, results in by_configuration.items()}
+        for name, by_configuration in rounds.items()
+    }
+    return {
+        "image_size": IMAGE_SIZE,
+        "cpu_busy_percent_before": busy,
+        "cpu_busy_percent_after": cpu_busy_percent(),
+        "batching_parameters": BATCHING_PARAMETERS,
+        "runs": runs,
+        "profile_ms": profile,
     }
 
 
@@ -568,6 +882,8 @@ def measure(settings: Settings) -> dict:
     finally:
         stop_server(proc)
     busy_after = cpu_busy_percent()
+    log.info("timing first requests after reloads, without and with a warmup file")
+    warmup = measure_warmup(settings)
     return {
         "image_size": IMAGE_SIZE,
         "cpu_busy_percent_before": busy,
@@ -580,6 +896,7 @@ def measure(settings: Settings) -> dict:
         "during_reloads": during_reloads,
         "reload_memory": reload_memory,
         "heavy": heavy,
+        "warmup": warmup,
         "goal_p50_ms": GOAL_P50_MS,
     }
 
@@ -674,6 +991,8 @@ def format_report(results: dict) -> str:
             *format_reload_report(results),
             "",
             *format_heavy_report(results),
+            "",
+            *format_warmup_report(results),
         ]
     )
 
@@ -738,7 +1057,8 @@ def format_heavy_report(results: dict) -> list[str]:
         f"({heavy['heavy_body_bytes'] / 1024:,.0f} KiB of JSON; serve.max_request_pixels), "
         f"{heavy['heavy_requests']} of them meanwhile, median "
         f"{heavy['heavy_median_s'] or 0:.1f} s each; serve.decode_concurrency "
-        f"{heavy.get('decode_concurrency', '?')}.",
+        f"{heavy.get('decode_concurrency', '?')}; server-side batching "
+        + (f"on ({_one_line(BATCHING_PARAMETERS)})." if heavy.get("batching") else "off."),
         "",
         markdown_table(
             ["chip request, serving_bytes", "p50 ms", "p99 ms", "max ms"],
@@ -758,6 +1078,89 @@ def format_heavy_report(results: dict) -> list[str]:
     ]
 
 
+def _one_line(parameters: str) -> str:
+    return "; ".join(line.strip() for line in parameters.strip().splitlines())
+
+
+def format_batching_report(results: dict) -> list[str]:
+    """Lines on server-side batching: throughput and latency off and on, and a request's steps."""
+    runs, profile = results["runs"], results["profile_ms"]
+    rows = []
+    for name, by_configuration in runs.items():
+        for configuration, r in by_configuration.items():
+            rows.append(
+                [
+                    name,
+                    configuration,
+                    f"{r['requests_per_s']:.0f}",
+                    f"{r['p50_ms']:.1f}",
+                    f"{r['p99_ms']:.1f}",
+                    f"{r['server_cpu_ms']:.2f}",
+                    f"{r['client_cpu_ms']:.2f}",
+                ]
+            )
+    goals = []
+    for name, by_configuration in runs.items():
+        speedup = by_configuration["on"]["requests_per_s"] / by_configuration["off"]["requests_per_s"]
+        p99 = by_configuration["on"]["p99_ms"]
+        met = speedup >= GOAL_BATCHING_SPEEDUP and p99 <= GOAL_BATCHING_P99_MS
+        goals.append(
+            f"- goal ≥ {GOAL_BATCHING_SPEEDUP:g}× the unbatched throughput at p99 ≤ "
+            f"{GOAL_BATCHING_P99_MS:g} ms, {name}: {_met(met)} ({speedup:.2f}×, p99 {p99:.1f} ms)"
+        )
+    steps = list(next(iter(profile.values())))
+    shares = f"model, 1/{BATCHING_BATCH_SIZE} of a batch"
+    bounds = []
+    for name, by_step in profile.items():
+        off = runs[name]["off"]
+        per_request = off["server_cpu_ms"] + off["client_cpu_ms"]
+        saved = by_step["model, alone"] - by_step[shares]
+        rest = off["server_cpu_ms"] - sum(v for step, v in by_step.items() if step != shares)
+        bounds.append(
+            f"- {name}: {per_request:.1f} ms of CPU per request without batching ({off['server_cpu_ms']:.1f} "
+            f"server, {off['client_cpu_ms']:.1f} client), of which the model {by_step['model, alone']:.1f}, "
+            f"JSON and tensors {by_step['JSON parse'] + by_step['tensors from JSON']:.1f}, HTTP, framework "
+            f"and thread hops about {max(rest, 0):.1f}; batching saves at most {saved:.1f} ms of it (the "
+            f"model's share of a call of {BATCHING_BATCH_SIZE}), so it can raise throughput "
+            f"{per_request / max(per_request - saved, 1e-9):.2f}× at most"
+        )
+    busy_before, busy_after = results["cpu_busy_percent_before"], results["cpu_busy_percent_after"]
+    return [
+        f"### Server-side batching, {BATCHING_CLIENTS} clients, {results['image_size']} px model",
+        "",
+        f"{BATCHING_REQUESTS} requests of one image per signature and configuration, in "
+        f"{BATCHING_ROUNDS} rounds, off and on in turn (req/s: the median round; percentiles: all requests), "
+        f"{BATCHING_CLIENTS} clients (threads of this process, on the server's cores) sending back to "
+        f"back. CPU busy with other work just before/after: {busy_before:.0f}%/{busy_after:.0f}%. "
+        f"Batching parameters: {_one_line(results['batching_parameters'])}.",
+        "",
+        markdown_table(
+            [
+                "signature",
+                "batching",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "server CPU ms/req",
+                "client CPU ms/req",
+            ],
+            rows,
+        ),
+        "",
+        *goals,
+        "",
+        "Where a request's time goes, in process (median ms; the model alone, and its share of a call of "
+        f"{BATCHING_BATCH_SIZE}):",
+        "",
+        markdown_table(
+            ["signature", *steps],
+            [[name, *(f"{by_step[step]:.2f}" for step in steps)] for name, by_step in profile.items()],
+        ),
+        "",
+        *bounds,
+    ]
+
+
 def run(settings: Settings) -> str:
     """Measure, save ``bench/.work/serving.json`` and return the markdown report."""
     results = measure(settings)
@@ -768,9 +1171,17 @@ def run(settings: Settings) -> str:
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     print(f"Machine: {machine_description()}\n")
-    if sys.argv[1:] == ["heavy"]:
-        only_heavy = measure_heavy(Settings.from_env())
+    if sys.argv[1:] == ["batching"]:
+        batching_results = measure_batching(Settings.from_env())
+        save_results("serving_batching", Settings.from_env(), batching_results)
+        print("\n".join(format_batching_report(batching_results)))
+    elif sys.argv[1:2] == ["heavy"]:
+        only_heavy = measure_heavy(Settings.from_env(), batching=sys.argv[2:] == ["batching"])
         save_results("serving_heavy", Settings.from_env(), only_heavy)
         print("\n".join(format_heavy_report(only_heavy)))
+    elif sys.argv[1:] == ["warmup"]:
+        only_warmup = measure_warmup(Settings.from_env())
+        save_results("serving_warmup", Settings.from_env(), only_warmup)
+        print("\n".join(format_warmup_report(only_warmup)))
     else:
         print(run(Settings.from_env()))

@@ -231,9 +231,11 @@ SERVER_START_TIMEOUT_S = 120
 
 
 def serve_models(
-    base_path: Path, log: Path, model: str, *options: str, serve_params: dict | None = None
+    base_path: Path | None, log: Path, model: str, *options: str, serve_params: dict | None = None
 ) -> Iterator[tuple[subprocess.Popen, int]]:
-    """Run ``amazonia serve`` over ``base_path`` until it answers; yield (process, port); always stop it.
+    """Run ``amazonia serve`` over ``base_path`` until ``model`` answers; yield (process, port);
+    always stop it. With ``base_path`` None, ``options`` name the models
+    (``--model_config_file``).
 
     ``options`` are more ``amazonia serve`` flags (``--poll-seconds``, ...); ``serve_params``,
     the ``serve:`` section of a params.yaml written beside ``log``, where the server then
@@ -246,11 +248,11 @@ def serve_models(
     if serve_params is not None:
         cwd = log.parent
         (cwd / "params.yaml").write_text(yaml.safe_dump({"serve": serve_params}))
+    folder = [] if base_path is None else ["--model-name", model, "--model-base-path", str(base_path)]
     with log.open("w") as out:
         proc = subprocess.Popen(
             [
-                str(BIN / "amazonia"), "serve", "--port", str(port), "--host", "127.0.0.1",
-                "--model-name", model, "--model-base-path", str(base_path), *options,
+                str(BIN / "amazonia"), "serve", "--port", str(port), "--host", "127.0.0.1", *folder, *options,
             ],
             stdout=out, stderr=subprocess.STDOUT, env=tool_env(), cwd=cwd,
         )  # fmt: skip
@@ -540,8 +542,9 @@ def server(exported: Exported, tmp_path_factory: pytest.TempPathFactory) -> Iter
     yield from serving(exported.base_path, tmp_path_factory.mktemp("server"), SERVER_PARAMS)
 
 
-def serving(base_path: Path, folder: Path, serve_params: dict) -> Iterator[Server]:
-    """A Server over ``base_path`` with ``serve_params`` (params.yaml and log in ``folder``)."""
+def serving(base_path: Path, folder: Path, serve_params: dict, *options: str) -> Iterator[Server]:
+    """A Server over ``base_path`` with ``serve_params`` (params.yaml and log in ``folder``)
+    and more ``amazonia serve`` flags."""
     log = folder / "serve.log"
-    for proc, port in serve_models(base_path, log, MODEL, serve_params=serve_params):
+    for proc, port in serve_models(base_path, log, MODEL, *options, serve_params=serve_params):
         yield Server(proc, port, log)

@@ -84,9 +84,9 @@ def test_locks_agree_on_every_shared_version_and_hold_one_tensorflow() -> None:
         assert not moved, f"{name}.txt and test.txt disagree: {moved}"
         flavours = {"tensorflow", "tensorflow-cpu"} & set(pins)
         assert flavours == ({"tensorflow"} if name == "gpu" else {"tensorflow-cpu"}), name
-    # The runtime lock is what `make run` installs: no test, lint or Beam tooling (h5py and
-    # psutil, which tests import too, come with Keras and DVC).
-    tools = (set(declared("dev")) | set(declared("beam"))) - {"h5py", "psutil"}
+    # The runtime lock is what `make run` installs: no test, lint or Beam tooling (h5py,
+    # psutil and requests, which tests import too, come with Keras, DVC and TensorFlow).
+    tools = (set(declared("dev")) | set(declared("beam"))) - {"h5py", "psutil", "requests"}
     assert not tools & set(locks["runtime"]), tools & set(locks["runtime"])
     assert set(locks["runtime"]) < set(locks["beam"]) < set(locks["test"])
 

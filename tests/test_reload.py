@@ -23,6 +23,7 @@ import requests
 
 from amazonia.data.vocabulary import LABELS_GROUND
 from amazonia.export.contract import ASSETS_EXTRA, SAVED_MODEL_PB, THRESHOLDS_ASSET
+from amazonia.serving.model_config import VersionPolicy
 from amazonia.serving.repository import (
     AVAILABLE,
     END,
@@ -251,6 +252,30 @@ def test_a_vanished_version_is_served_on_during_the_grace(version_dir: Path, tmp
         repository.refresh()
     assert set(repository.versions) == {1}
     assert repository.status(MODEL, 1)[0]["state"] == AVAILABLE
+
+
+def test_a_version_the_policy_drops_is_unloaded_only_once_a_version_it_keeps_serves(
+    version_dir: Path, tmp_path: Path
+) -> None:
+    base = tmp_path / MODEL
+    shutil.copytree(version_dir, base / "1")
+    repository = ModelRepository(base, MODEL, 0.05, policy=VersionPolicy(latest=1))
+    repository.refresh()
+    assert set(repository.versions) == {1}
+    # Version 2, the one latest 1 keeps, without its variables yet: version 1 serves on.
+    (base / "2").mkdir()
+    for name in (SAVED_MODEL_PB, "assets", ASSETS_EXTRA):
+        source = version_dir / name
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, base / "2" / name)
+    refresh_until(repository, lambda: repository.states().get(2) == END, "the failed load of version 2")
+    assert set(repository.versions) == {1}
+    shutil.copytree(version_dir / "variables", base / "2" / "variables")
+    refresh_until(repository, lambda: set(repository.versions) == {2}, "version 2 alone")
+    # A policy changed while serving (a re-read model config file): load before unload again.
+    repository.policy = VersionPolicy(specific=frozenset({1}))
+    repository.refresh()
+    assert set(repository.versions) == {2}
+    refresh_until(repository, lambda: set(repository.versions) == {1}, "version 1 alone")
 
 
 def test_failed_loads_are_retried_with_backoff_then_given_up(version_dir: Path, tmp_path: Path) -> None:

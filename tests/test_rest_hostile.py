@@ -28,6 +28,7 @@ from PIL import Image
 from amazonia.cli import main
 from amazonia.data.records.images import BadImageError, check_image
 from amazonia.export.contract import INPUT_BYTES, SIGNATURE_BYTES
+from amazonia.serving.protocol import LINGER_MAX_BYTES
 from tests.conftest import MODEL, SERVER_PARAMS, SIZE, Exported, Server
 from tests.test_serving import heavy_imports_after
 
@@ -310,13 +311,18 @@ def _connect(server: Server) -> socket.socket:
     return sock
 
 
-def _read_until_closed(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes the connection (fails if it never does)."""
+def _read_to_the_end(sock: socket.socket) -> bytes:
+    """Everything the server sends until it ends its side (fails if it never does)."""
     received = b""
-    with sock:
-        while chunk := sock.recv(65536):
-            received += chunk
+    while chunk := sock.recv(65536):
+        received += chunk
     return received
+
+
+def _read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it ends its side; the socket is closed then."""
+    with sock:
+        return _read_to_the_end(sock)
 
 
 def test_slow_and_silent_connections_are_closed(server: Server) -> None:
@@ -355,7 +361,11 @@ def test_slow_and_silent_connections_are_closed(server: Server) -> None:
 
 def _answers_then_close(sock: socket.socket) -> list[tuple[int, bytes]]:
     """(status, body) of every answer the server sends until it closes the connection."""
-    data = _read_until_closed(sock)
+    return _answers(_read_until_closed(sock))
+
+
+def _answers(data: bytes) -> list[tuple[int, bytes]]:
+    """(status, body) of every answer in ``data``."""
     answers = []
     while data:
         head, _, rest = data.partition(b"\r\n\r\n")
@@ -389,6 +399,15 @@ def _refusal(sock: socket.socket) -> tuple[int, str]:
 
 
 HEAD_LIMIT = 16 * 1024  # serve.max_header_kb's default, the shared server's
+HEAD_TOO_LARGE_END = (
+    f"larger than this server's limit of {HEAD_LIMIT:,} bytes (serve.max_header_kb); "
+    "send fewer or shorter headers"
+)
+# A refusal closes the connection while its client may still be sending: closed with bytes
+# unread, the kernel answers them with a reset, which can destroy the refusal before the
+# client reads it ("connection reset by peer"), more often the more is left unread and the
+# busier the machine. Tests of it send each request this many times.
+REFUSALS_IN_A_ROW = 20
 
 
 @pytest.mark.parametrize(
@@ -396,22 +415,90 @@ HEAD_LIMIT = 16 * 1024  # serve.max_header_kb's default, the shared server's
     [
         [f"X-Big: {'x' * 20_000}"],  # one long header
         [f"X-H{i}: {'v' * 3}" for i in range(3_000)],  # 27 KB of short ones, complete in one read
-        [f"X-H{i}: {'v' * 8}" for i in range(5_000)],  # 75 KB
+        [f"X-H{i}: {'v' * 8}" for i in range(5_000)],  # 95 KB
+        [f"X-H{i}: {'v' * 50}" for i in range(16_000)],  # 1 MB: more than the server reads at once
     ],
-    ids=["long header", "3000 headers", "5000 headers"],
+    ids=["long header", "3000 headers", "5000 headers", "1 MB of headers"],
 )
 def test_request_heads_over_the_limit_are_refused(server: Server, headers: list[str]) -> None:
     # h11's max_incomplete_event_size measures a head only while it is incomplete: sent
     # at once, heads of any size were answered 200.
-    sock = _connect(server)
     head = f"GET /v1/models/{MODEL} HTTP/1.1\r\nHost: x\r\n" + "".join(f"{h}\r\n" for h in headers) + "\r\n"
-    sock.sendall(head.encode() + f"GET /v1/models/{MODEL} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    status, message = _refusal(sock)
-    assert status == 431
-    assert message.startswith("Request line and headers ") and message.endswith(
-        f"larger than this server's limit of {HEAD_LIMIT:,} bytes (serve.max_header_kb); "
-        "send fewer or shorter headers"
-    )
+    for _ in range(REFUSALS_IN_A_ROW):  # the refusal, whole, then the end of the connection: never a reset
+        sock = _connect(server)
+        sock.sendall(head.encode() + f"GET /v1/models/{MODEL} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        status, message = _refusal(sock)
+        assert status == 431
+        assert message.startswith("Request line and headers ") and message.endswith(HEAD_TOO_LARGE_END)
+    assert server.get().status_code == 200
+
+
+BODY_PAST_A_REFUSAL = 4 * 2**20  # far more than the server reads at once (256 KiB)
+# More than the kernel holds of a connection's bytes sent and not read (its buffers: Linux's
+# tcp_rmem and tcp_wmem maxima are 6 and 4 MiB by default, up to 32 MiB received elsewhere).
+SOCKET_BUFFERS_BOUND = 64 * 2**20
+
+
+@pytest.mark.parametrize(
+    "refusal", ["Content-Length and Transfer-Encoding", "HTTP/2.0", "body over the limit, past what is read"]
+)
+def test_a_client_sending_far_past_a_refusal_reads_it_whole(server: Server, refusal: str) -> None:
+    from amazonia.serving.server import MIN_DRAIN_BYTES  # TensorFlow, which the server fixture loaded
+
+    predict = f"POST /v1/models/{MODEL}:predict HTTP"
+    body = b"x" * BODY_PAST_A_REFUSAL
+    if refusal == "Content-Length and Transfer-Encoding":
+        head = f"{predict}/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\nTransfer-Encoding: chunked\r\n"
+        expected = 400, "Invalid HTTP request: Content-Length and Transfer-Encoding both given"
+    elif refusal == "HTTP/2.0":
+        head = f"{predict}/2.0\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+        expected = 505, "HTTP/2.0 is not supported"
+    else:
+        # The app reads a body over the limit up to MIN_DRAIN_BYTES (the shared server's limit
+        # being small) before it answers 413: this one goes on past that.
+        body = b"x" * (MIN_DRAIN_BYTES + LINGER_MAX_BYTES // 2)
+        head = f"{predict}/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+        expected = (
+            413,
+            f"Request body of {len(body)} bytes is larger than this server's limit of {LIMIT} bytes",
+        )
+    request = head.encode() + b"\r\n" + body
+    for _ in range(REFUSALS_IN_A_ROW):
+        sock = _connect(server)
+        sock.sendall(request)
+        status, message = _refusal(sock)
+        assert (status, message[: len(expected[1])]) == expected
+    assert server.get().status_code == 200
+
+
+@pytest.mark.parametrize(
+    "refused, pause_s",
+    [("head over the limit", 0), ("body too slow", 0.05)],
+    ids=["fast, past the byte bound", "slow, past the time bound"],
+)
+def test_a_client_that_sends_on_after_its_refusal_is_cut_off(
+    server: Server, refused: str, pause_s: float
+) -> None:
+    # The server reads and discards what comes after a refusal, so that the client can read
+    # it; a client that sends on for good loses the connection (a reset on its next send).
+    sock = _connect(server)
+    if refused == "head over the limit":
+        sock.sendall(f"GET /v1/models/{MODEL} HTTP/1.1\r\nHost: x\r\nX-Big: {'x' * 2 * HEAD_LIMIT}".encode())
+        chunk, expected = b"x" * 65536, 431
+    else:  # within the limit, and nothing of it within serve.read_timeout_seconds
+        head = f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\nContent-Length: {LIMIT}\r\n\r\n"
+        sock.sendall(head.encode())
+        chunk, expected = b"x" * 4096, 408
+    sent = 0
+    with sock:
+        assert [status for status, _ in _answers(_read_to_the_end(sock))] == [expected]
+        deadline = time.monotonic() + SOCKET_WAIT_S
+        with pytest.raises((ConnectionResetError, BrokenPipeError)):
+            while time.monotonic() < deadline:
+                sock.sendall(chunk)
+                sent += len(chunk)
+                time.sleep(pause_s)
+    assert sent < LINGER_MAX_BYTES + SOCKET_BUFFERS_BOUND
     assert server.get().status_code == 200
 
 

@@ -8,8 +8,9 @@ body or error text) of
 each test naming the TF Serving test it comes from. The handler's and the path parser's
 cases run against one real ``amazonia serve`` on 127.0.0.1, serving a stand-in for TF
 Serving's test model (``half_plus_two`` as version 123 of
-``saved_model_half_plus_two_2_versions``, plus echo signatures that answer each input as
-it was read); json_tensor's conversions run in process against
+``saved_model_half_plus_two_2_versions``, labelled ``Version_Label`` in a model config
+file as in the handler test, plus echo signatures that answer each input as it was
+read); json_tensor's conversions run in process against
 :mod:`amazonia.serving.rest`, and a handful of them through the server to prove the wiring.
 
 Not ported, as a predict-only server cannot have them: ``:classify`` and ``:regress``
@@ -43,7 +44,6 @@ RESERVED = "%21%23%24%25%26%27%28%29%2A%2B%2C%2F%3A%3B%3D%3F%40%5B%5D"  # util_t
 RESERVED_DECODED = "!#$%&'()*+,/:;=?@[]"
 UINT64_MAX = 2**64 - 1
 WAIT_S = 60  # a bound on any answer, not a timing assertion
-NO_LABELS = "version labels come with --model_config_file"
 PREDICT_ONLY = "amazonia serve is predict-only: :classify and :regress are not served"
 
 
@@ -151,7 +151,12 @@ class Server:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("tf-serving-rest")
     _export_test_model(root / MODEL / str(VERSION))
-    for _, port in serve_models(root / MODEL, root / "serve.log", MODEL):
+    config = root / "models.config"
+    config.write_text(
+        f'model_config_list {{ config {{ name: "{MODEL}" base_path: "{root / MODEL}" '
+        f'model_platform: "tensorflow" version_labels {{ key: "{LABEL}" value: {VERSION} }} }} }}'
+    )
+    for _, port in serve_models(None, root / "serve.log", MODEL, "--model_config_file", str(config)):
         yield Server(port)
 
 
@@ -254,7 +259,6 @@ def test_predict(server: Server, path: str, body: str, expected: dict) -> None:
     assert (answer.status, answer.json) == (200, expected)
 
 
-@pytest.mark.xfail(strict=True, reason=NO_LABELS)
 def test_predict_by_version_label(server: Server) -> None:
     """HANDLER Predict: "Query specific versions using a version label"."""
     answer = server.predict('{"instances": [1.0, 2.0]}', f"/v1/models/{MODEL}/labels/{LABEL}:predict")

@@ -95,7 +95,8 @@ def predict_files(
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> Iterator[Tagged]:
     """Tag image files with the model served at ``url`` (``http://host:port/v1/models/<name>``,
-    optionally ``/versions/<n>``), in order, as the server answers.
+    optionally ``/versions/<n>`` or ``/labels/<label>``), in order, as the server answers.
+    Every request goes to the version the URL named when the first was sent.
 
     Every file is checked at once (it exists and is a regular file that can be opened), so a
     bad path fails before anything is sent; the server is asked only as the result is iterated.
@@ -196,9 +197,10 @@ def batches(files: Sequence[ImageFile]) -> Iterator[list[ImageFile]]:
 
 
 def model_url(url: str) -> str:
-    """``.../v1/models/<name>`` without a ``/versions/<n>`` suffix."""
-    head, sep, _ = url.partition("/versions/")
-    return head if sep else url
+    """``.../v1/models/<name>`` without a ``/versions/<n>`` or ``/labels/<label>`` suffix."""
+    head, sep, tail = url.partition("/v1/models/")
+    name = tail.split("/", 1)[0]
+    return f"{head}{sep}{name}" if sep else url
 
 
 def fetch_assets(url: str, timeout: float) -> tuple[LabelMap, dict[str, float]]:

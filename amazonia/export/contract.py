@@ -35,6 +35,8 @@ INPUT_BYTES = "image_bytes"
 ASSETS_EXTRA = "assets.extra"
 LABEL_MAP_ASSET = "label_map.json"
 THRESHOLDS_ASSET = "thresholds.json"
+# TF Serving's warmup file, in ASSETS_EXTRA (amazonia.export.warmup writes and reads it).
+WARMUP_REQUESTS_ASSET = "tf_serving_warmup_requests"
 
 BATCH = -1  # any batch size, as saved_model_cli shows it
 IMAGE_SIZE = "S"  # stands for the model's input size (train.image_size) in the shapes below

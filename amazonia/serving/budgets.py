@@ -16,7 +16,8 @@ a whole, so that work per request is bounded too:
   for the heavy decoding under way nor for the heavy requests that arrived before them.
 
 Budgets are counted per instance, so that a batch of several requests (server-side
-batching) is checked by summing the same counts.
+batching) is checked by summing the same counts: a batch decodes at most
+:data:`MAX_BATCH_PIXELS`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ MAX_CALL_PIXELS = images.MAX_DECODED_PIXELS  # one image of the largest size a c
 # A call decoding this much or less is light: 16 chips of 256 x 256 (amazonia predict's batch),
 # tens of milliseconds; it runs beside the heavy decoding instead of waiting for a turn.
 LIGHT_CALL_PIXELS = 1024 * 1024
+# Decoded pixels of one batch (server-side batching, amazonia.serving.batching): a batch stays
+# a light call, so it never waits for a decode turn; a request decoding more is not batched,
+# and takes its turns as it does without batching.
+MAX_BATCH_PIXELS = LIGHT_CALL_PIXELS
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from amazonia.common.params import ParamsError, describe_error
@@ -58,6 +57,9 @@ class ServeParams(BaseModel):
     graceful_shutdown_seconds: float = _seconds(10.0)  # for requests under way on SIGTERM
     # Model folders:
     max_saved_model_mb: int = Field(256, ge=1, le=2047)  # saved_model.pb; protobuf's own limit is 2 GiB
+    # Server-side batching (TF Serving's --enable_batching and --batching_parameters_file):
+    enable_batching: bool = False  # concurrent requests for one signature share model calls
+    batching_parameters_file: str = Field("", max_length=4096)  # BatchingParameters text; "": TF's defaults
 
     @field_validator("host")
     @classmethod
@@ -113,6 +115,7 @@ def describe(err: ValidationError) -> str:
 
 
 _OUT_OF_RANGE = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+_BOUND_WORDS = {"ge": "at least", "gt": "more than", "le": "at most", "lt": "less than"}
 
 
 def bounds(key: str) -> str:
@@ -120,12 +123,9 @@ def bounds(key: str) -> str:
     field = ServeParams.model_fields.get(key)
     parts = []
     for rule in field.metadata if field is not None else ():
-        if isinstance(rule, annotated_types.Ge):
-            parts.append(f"at least {rule.ge:g}")
-        elif isinstance(rule, annotated_types.Gt):
-            parts.append(f"more than {rule.gt:g}")
-        elif isinstance(rule, annotated_types.Le):
-            parts.append(f"at most {rule.le:g}")
-        elif isinstance(rule, annotated_types.Lt):
-            parts.append(f"less than {rule.lt:g}")
+        # pydantic's Field(ge=..., gt=..., le=..., lt=...) become annotated_types' Ge, Gt, Le, Lt.
+        for attr, words in _BOUND_WORDS.items():
+            value = getattr(rule, attr, None)
+            if value is not None:
+                parts.append(f"{words} {value:g}")
     return " and ".join(parts)

@@ -19,7 +19,13 @@ it for good, and every other client is answered 503. :class:`BoundedH11Protocol`
   while it is incomplete: one that arrives in a single read passes at any size);
   ``Content-Length`` together with ``Transfer-Encoding`` is refused (section 6.3); HTTP
   versions other than 1.0 and 1.1 are refused; and every such refusal, as every framing
-  error h11 finds, closes the connection: nothing after it is read.
+  error h11 finds, closes the connection: nothing after it is read;
+* a lingering close (nginx's ``lingering_close``, Apache's): a connection closed after an
+  answer while its client may still be sending (a refusal, a body not read to its end,
+  bytes pipelined behind) is half-closed, and what the client sends is read and discarded
+  until it closes, for at most ``LINGER_SECONDS`` and ``LINGER_MAX_BYTES``. Closed with
+  bytes unread, the kernel resets the connection, and the reset can destroy the answer
+  before the client reads it: the client sees "connection reset" instead of the error.
 
 Refusals are TF Serving's ``{"error": ...}`` JSON with ``Connection: close``.
 """
@@ -30,6 +36,7 @@ import asyncio
 import logging
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,13 +51,22 @@ SUPPORTED_VERSIONS = (b"1.0", b"1.1")
 HEAD_TOO_LARGE = 431  # Request Header Fields Too Large (RFC 6585); h11's hint too
 VERSION_NOT_SUPPORTED = 505
 BAD_REQUEST = 400
-try:  # SIOCOUTQ on a socket (Linux): bytes sent but not yet acknowledged
+# A lingering close ends after LINGER_SECONDS, or once LINGER_MAX_BYTES are discarded: a
+# client that reads its answer sees the end of it and closes within a round trip, and one
+# still sending when it was refused has the rest of a head, or the last writes of a body, to
+# send (the app reads a body over the limit up to a bound before refusing it, see
+# server.read_body); a client that sends past either is sending for good, and must not hold
+# its slot, nor make the server read a local link's gigabytes a second.
+LINGER_SECONDS = 2.0  # Apache's lingering wait
+LINGER_MAX_BYTES = 8 * 2**20  # milliseconds of reading, on a local link
+try:  # SIOCOUTQ, SIOCINQ on a socket (Linux): bytes sent but not yet acknowledged; received, not read
     import fcntl
     import termios
 
     _OUTQ: int | None = getattr(termios, "TIOCOUTQ", None)
+    _INQ: int | None = getattr(termios, "FIONREAD", None)
 except ImportError:  # pragma: no cover - not POSIX
-    _OUTQ = None
+    _OUTQ = _INQ = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +87,17 @@ class StrictConnection(h11.Connection):
         super().__init__(h11.SERVER, max_incomplete_event_size=max_head_bytes)
         self.max_head_bytes = max_head_bytes
         self.refusal: tuple[int, str] | None = None  # (status, message) of the last refused request
+        self.answered = False  # our answer of this request/response cycle is sent whole
+
+    def send(self, event: Any) -> bytes | None:
+        data = super().send(event)
+        if type(event) is h11.EndOfMessage:
+            self.answered = True
+        return data
+
+    def start_next_cycle(self) -> None:
+        super().start_next_cycle()
+        self.answered = False
 
     def next_event(self) -> Any:
         try:
@@ -121,28 +148,73 @@ def _head_too_large(size: int | None, limit: int) -> str:
     )
 
 
+def _socket_queue(transport: asyncio.Transport, request: int | None) -> int:
+    """Bytes in a socket's send (``_OUTQ``) or receive (``_INQ``) queue; 0 where unknown."""
+    sock = transport.get_extra_info("socket")
+    if request is None or sock is None:
+        return 0
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), request, b"\0\0\0\0"))[0]
+    except OSError:
+        return 0
+
+
+class ClosingTransport:
+    """A socket's transport as uvicorn sees it: ``close()`` is ``close`` (the protocol's,
+    which may linger), and the connection is closing while it lingers; the rest is the
+    socket transport's."""
+
+    def __init__(
+        self, transport: asyncio.Transport, close: Callable[[], None], lingering: Callable[[], bool]
+    ) -> None:
+        self.socket_transport = transport
+        self._close = close
+        self._lingering = lingering
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.socket_transport, name)
+
+    def close(self) -> None:
+        self._close()
+
+    def is_closing(self) -> bool:
+        return self._lingering() or self.socket_transport.is_closing()
+
+
 class BoundedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with the timeouts, cap and framing rules of the module docstring."""
+    """uvicorn's h11 protocol with the timeouts, cap, framing rules and lingering close of the
+    module docstring."""
 
     def __init__(self, *args: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.limits = limits
         self.conn = StrictConnection(limits.max_head_bytes)
+        self.socket_transport: asyncio.Transport = None  # type: ignore[assignment]
         self._head_timer: asyncio.TimerHandle | None = None
         self._answered_body_timer: asyncio.TimerHandle | None = None
         self._answered_cycle: object = None  # uvicorn's RequestResponseCycle answered before its body
         self._write_timer: asyncio.TimerHandle | None = None
+        self._linger_timer: asyncio.TimerHandle | None = None
+        self._lingered_bytes = 0
 
     # --- asyncio.Protocol ----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
-        super().connection_made(transport)  # type: ignore[arg-type]
+        self.socket_transport = transport  # type: ignore[assignment]
+        # Every close, uvicorn's included, comes to close_connection().
+        closing = ClosingTransport(self.socket_transport, self.close_connection, self.is_lingering)
+        super().connection_made(closing)  # type: ignore[arg-type]
         # Pause (and start the write timer) as soon as anything is left unsent: uvicorn
         # then writes no further answer until the client has taken this one.
         self.transport.set_write_buffer_limits(high=0)
         self._start_head_timer()
 
     def data_received(self, data: bytes) -> None:
+        if self.is_lingering():
+            self._lingered_bytes += len(data)
+            if self._lingered_bytes > LINGER_MAX_BYTES:
+                self._end_linger(f"{LINGER_MAX_BYTES:,} bytes")
+            return
         if self._head_timer is None and self.conn.their_state is h11.IDLE:
             self._start_head_timer()  # a next request begins on a kept-alive connection
         super().data_received(data)
@@ -165,10 +237,10 @@ class BoundedH11Protocol(H11Protocol):
             self._write_timer = None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for timer in (self._head_timer, self._answered_body_timer, self._write_timer):
+        for timer in (self._head_timer, self._answered_body_timer, self._write_timer, self._linger_timer):
             if timer is not None:
                 timer.cancel()
-        self._head_timer = self._answered_body_timer = self._write_timer = None
+        self._head_timer = self._answered_body_timer = self._write_timer = self._linger_timer = None
         self._answered_cycle = None
         super().connection_lost(exc)
 
@@ -193,6 +265,12 @@ class BoundedH11Protocol(H11Protocol):
                 self._drop()
                 return
         super().handle_events()
+
+    def shutdown(self) -> None:
+        if self.is_lingering():  # the answer is out: nothing to wait for at shutdown
+            self.socket_transport.close()
+            return
+        super().shutdown()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -231,19 +309,55 @@ class BoundedH11Protocol(H11Protocol):
             self.transport.write(self.conn.send(event))
         self.transport.close()
 
+    # --- closing ---------------------------------------------------------------------------
+
+    def is_lingering(self) -> bool:
+        return self._linger_timer is not None
+
+    def close_connection(self) -> None:
+        """Close the connection, as ``transport.close()`` does (once the answer is flushed);
+        lingering (module docstring) if it follows an answer and the client may still be sending."""
+        transport = self.socket_transport
+        if self.is_lingering():
+            return  # it ends when the client closes, at its bounds, or at shutdown
+        if not transport.is_closing() and self.conn.answered and self._client_may_be_sending():
+            try:
+                transport.write_eof()  # our side ends once the answer is flushed
+            except (OSError, NotImplementedError):  # the connection is gone, or TLS: no half-close
+                pass
+            else:
+                self._stop_head_timer()
+                self._stop_answered_body_timer()
+                self._lingered_bytes = 0
+                self._linger_timer = self.loop.call_later(
+                    LINGER_SECONDS, self._end_linger, f"{LINGER_SECONDS:g} s"
+                )
+                transport.resume_reading()
+                return
+        transport.close()
+
+    def _client_may_be_sending(self) -> bool:
+        """Whether the request is unfinished (a refusal, a body not read to its end), or more
+        was sent behind it (read, or waiting in the socket)."""
+        return (
+            self.conn.their_state not in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED)
+            or bool(self.conn.trailing_data[0])
+            or _socket_queue(self.socket_transport, _INQ) > 0
+        )
+
+    def _end_linger(self, bound: str) -> None:
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
+        log.info("closed a connection after its answer: its client was still sending after %s", bound)
+        self.socket_transport.close()
+
     # --- limits ----------------------------------------------------------------------------
 
     def _unsent_bytes(self) -> int:
         """Answer bytes the client has not taken: in our buffer, and sent but not acknowledged
         (Linux's SIOCOUTQ; elsewhere our buffer only)."""
-        unsent = self.transport.get_write_buffer_size()
-        sock = self.transport.get_extra_info("socket")
-        if _OUTQ is not None and sock is not None:
-            try:
-                unsent += struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0"))[0]
-            except OSError:
-                pass
-        return unsent
+        return self.transport.get_write_buffer_size() + _socket_queue(self.socket_transport, _OUTQ)
 
     def _drop(self) -> None:
         """Close at once with a reset, discarding what the client has not taken: closed

@@ -9,8 +9,14 @@ does the same for ``amazonia serve``, with these choices:
 * version folders are named as TF Serving reads them: ASCII digits within int64
   (:func:`amazonia.export.contract.parse_version`); a ``saved_model.pb`` over
   ``serve.max_saved_model_mb`` is refused unread;
-* every loaded version stays reachable by URL (TF Serving's default serves the latest
-  only); the highest is served by default;
+* which version folders are served is a version policy (TF Serving's
+  ``model_version_policy``, :class:`amazonia.serving.model_config.VersionPolicy`): all of
+  them without a model config file (TF Serving's default serves the latest only), the
+  config's otherwise; the highest served is served by default. A version the policy
+  drops is unloaded once a version it keeps is served (availability first);
+* a version answers only once warmed up: the requests of its
+  ``assets.extra/tf_serving_warmup_requests`` replayed as TF Serving replays them, a
+  broken file failing the load (:func:`replay_warmup`);
 * a folder is loaded once it has not changed for one poll, so that a copy in progress
   (``cp -r``, ``dvc pull``: ``saved_model.pb`` before ``variables/``) is left alone; at
   startup, what is there is loaded at once; a poll looks at a bounded number of entries
@@ -33,6 +39,7 @@ does the same for ``amazonia serve``, with these choices:
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
@@ -61,7 +68,10 @@ from amazonia.export.contract import (
     parse_version,
 )
 from amazonia.export.saved_model import tf_error_message
+from amazonia.export.warmup import WARMUP_FILE, WarmupFileError, read_warmup_requests, warmup_requests_path
 from amazonia.serving import rest
+from amazonia.serving.metrics import ServingMetrics, WarmupRun
+from amazonia.serving.model_config import ALL_VERSIONS, VersionPolicy
 from amazonia.serving.rest import NOT_FOUND, RestError
 
 log = logging.getLogger(__name__)
@@ -90,8 +100,12 @@ Fingerprint = tuple[tuple[str, int, int, int], ...]  # (path, inode, size, mtime
 
 @dataclass(frozen=True)
 class Signature:
+    """A signature of a loaded version: its function, and what answers name it by."""
+
     function: Any  # a ConcreteFunction taking the inputs as keyword arguments
     inputs: Mapping[str, rest.TensorSpec]
+    name: str = ""
+    version: int = 0
 
 
 @dataclass(frozen=True)
@@ -105,6 +119,7 @@ class LoadedVersion:
     assets: Mapping[str, Any]  # asset file name -> its JSON; empty when assets_error says why
     assets_error: str
     saved_model: Any = field(repr=False)  # owns the variables the functions read
+    warmup: WarmupRun | None = None  # the warmup file's replay; None: the version has none
 
 
 @dataclass(frozen=True)
@@ -129,6 +144,15 @@ class SavedModelTooLargeError(AmazoniaError):
     """``saved_model.pb`` is larger than the server reads."""
 
     error_code = "RESOURCE_EXHAUSTED"
+
+
+class WarmupError(AmazoniaError):
+    """The warmup file's requests could not all be replayed: the version is not served."""
+
+    def __init__(self, message: str, error_code: str, run: WarmupRun) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.run = run
 
 
 def read_signature_defs(
@@ -168,12 +192,13 @@ def read_signature_defs(
 def load_version(
     path: Path, version: int, max_saved_model_bytes: int = DEFAULT_MAX_SAVED_MODEL_BYTES
 ) -> LoadedVersion:
-    """Load and warm up one version folder; raises whatever loading raises."""
+    """Load and warm up one version folder; raises whatever loading raises (a failed
+    warmup: :class:`WarmupError`)."""
     started = time.perf_counter()
     signature_defs = read_signature_defs(path, max_saved_model_bytes)
     saved_model = tf.saved_model.load(str(path), tags=[SERVE_TAG])
     signatures = {
-        name: Signature(saved_model.signatures[name], rest.input_specs(definition))
+        name: Signature(saved_model.signatures[name], rest.input_specs(definition), name, version)
         for name, definition in signature_defs.items()
         if name in saved_model.signatures  # not "__saved_model_init_op"
     }
@@ -183,9 +208,15 @@ def load_version(
     except AmazoniaError as err:  # TF Serving needs no assets: serve the model without them
         assets, assets_error = {}, f"version {version}: {without_server_paths(str(err), path)}"
         log.warning("version %d serves no assets: %s", version, err)
-    _warm_up(version, signatures)
+    warmup = replay_warmup(path, signatures)
+    if warmup is None:
+        _warm_up(version, signatures)
+    else:
+        log.info(
+            "version %d: replayed %d warmup requests in %.2f s", version, warmup.requests, warmup.seconds
+        )
     log.info("loaded version %d from %s in %.1f s", version, path, time.perf_counter() - started)
-    return LoadedVersion(version, path, signature_defs, signatures, assets, assets_error, saved_model)
+    return LoadedVersion(version, path, signature_defs, signatures, assets, assets_error, saved_model, warmup)
 
 
 def without_server_paths(message: str, version_dir: Path) -> str:
@@ -201,8 +232,55 @@ def without_server_paths(message: str, version_dir: Path) -> str:
 _ABSOLUTE_PATH = re.compile(r"(^|[\s'\"(\[{=:,])/(?:[^\s'\"/]+/)+([^\s'\"/]*)")
 
 
+def replay_warmup(version_dir: Path, signatures: Mapping[str, Signature]) -> WarmupRun | None:
+    """Replay the version's warmup file, if it has one, as TF Serving does before a
+    version answers: each predict request once, in file order, through the signature it
+    names (``serving_default`` if none). None without a file.
+
+    Raises:
+        WarmupError: the file is not TF Serving's format (``DATA_LOSS``,
+            ``INVALID_ARGUMENT``; :func:`amazonia.export.warmup.read_warmup_requests`), or a
+            request names no signature of the model, or inputs it refuses.
+    """
+    if not warmup_requests_path(version_dir).is_file():
+        return None
+    started = time.perf_counter()
+    replayed = 0
+    try:
+        for request in read_warmup_requests(version_dir):
+            _replay_request(request.signature_name, request.inputs, signatures, replayed)
+            replayed += 1
+    except WarmupFileError as err:
+        run = WarmupRun(err.error_code, replayed, time.perf_counter() - started)
+        raise WarmupError(f"warmup failed: {err}", err.error_code, run) from None
+    return WarmupRun("OK", replayed, time.perf_counter() - started)
+
+
+def _replay_request(
+    signature_name: str, inputs: Mapping[str, np.ndarray], signatures: Mapping[str, Signature], index: int
+) -> None:
+    where = f"request {index} of {WARMUP_FILE}"
+    signature = signatures.get(signature_name)
+    if signature is None:
+        raise WarmupFileError(
+            f'{where}: Serving signature name: "{signature_name}" not found in signature def '
+            f"(the model has {', '.join(sorted(signatures))})"
+        )
+    if set(inputs) != set(signature.inputs):
+        raise WarmupFileError(
+            f"{where}: inputs {sorted(inputs)} do not match signature {signature_name}'s "
+            f"{sorted(signature.inputs)}"
+        )
+    try:
+        signature.function(**{name: tf.constant(value) for name, value in inputs.items()})
+    except (tf.errors.OpError, ValueError, TypeError) as err:
+        code = _error_code(err) if isinstance(err, tf.errors.OpError) else "INVALID_ARGUMENT"
+        raise WarmupFileError(f"{where}: {tf_error_message(err)}", code) from None
+
+
 def _warm_up(version: int, signatures: Mapping[str, Signature]) -> None:
-    """Call every signature once: the first call of a loaded function is ~10x slower."""
+    """Without a warmup file, call every signature once on a tiny sample: the first call
+    of a loaded function is ~10x slower, and a sample costs milliseconds."""
     sample_image = tf.io.encode_png(tf.zeros((8, 8, 3), tf.uint8)).numpy()
     for name, signature in signatures.items():
         try:
@@ -225,8 +303,10 @@ def _error_code(err: Exception) -> str:
     return getattr(err, "error_code", "UNKNOWN")
 
 
+@functools.cache  # once per process, by the first refresh of any repository
 def _freeze_heap() -> None:
-    """Take what the process holds before any model loads out of garbage collection.
+    """Take what the process holds before any model loads out of garbage collection,
+    once per process: later, it would freeze loaded models too.
 
     TensorFlow's and the server's modules are ~380,000 objects that are never garbage; left
     to the collector, every full collection walks them all, a pause of 300+ ms on a busy
@@ -310,10 +390,14 @@ class ModelRepository:
         max_num_load_retries: int = MAX_NUM_LOAD_RETRIES,
         missing_folder_grace_s: float = MISSING_FOLDER_GRACE_S,
         max_saved_model_bytes: int = DEFAULT_MAX_SAVED_MODEL_BYTES,
+        policy: VersionPolicy = ALL_VERSIONS,
+        metrics: ServingMetrics | None = None,
     ) -> None:
         self.base_path = Path(base_path)
         self.max_saved_model_bytes = max_saved_model_bytes
         self.name = name
+        self.policy = policy  # replaced when a model config file changes it; read at each poll
+        self.metrics = metrics
         self.poll_seconds = poll_seconds
         self.max_num_load_retries = max_num_load_retries
         self.missing_folder_grace_s = missing_folder_grace_s
@@ -327,7 +411,6 @@ class ModelRepository:
         self._seen: dict[int, Fingerprint] = {}  # at the previous poll
         self._loaded_from: dict[int, Fingerprint] = {}  # of the folder each served version came from
         self._missing_since: dict[int, float] = {}  # served versions whose folder is gone
-        self._heap_frozen = False  # see _freeze_heap
         self._heap_changed = False  # a version was loaded or unloaded: collect garbage
 
     @property
@@ -364,21 +447,21 @@ class ModelRepository:
         return found
 
     def refresh(self) -> None:
-        """One poll: load new and changed folders (highest first), then unload versions whose
-        folder is gone for good, then reclaim what loading and unloading left."""
-        if not self._heap_frozen:
-            _freeze_heap()
-            self._heap_frozen = True
+        """One poll: load new and changed folders that the version policy keeps (highest
+        first), then unload versions whose folder is gone for good or that the policy
+        drops, then reclaim what loading and unloading left."""
+        _freeze_heap()
         try:
             found = self.scan()
         except AmazoniaError as err:  # a transient error must not unload what serves
             log.warning("%s; keeping the loaded versions", err)
             return
-        fingerprints = {version: folder_fingerprint(path) for version, path in found.items()}
+        aspired = self.policy.select(found)
+        fingerprints = {version: folder_fingerprint(found[version]) for version in aspired}
         previous, self._seen = self._seen, fingerprints
         with self._lock:
-            self._failures = {v: f for v, f in self._failures.items() if v in found}
-        for version in sorted(found, reverse=True):
+            self._failures = {v: f for v, f in self._failures.items() if v in aspired}
+        for version in sorted(aspired, reverse=True):
             fingerprint = fingerprints[version]
             if self._loaded_from.get(version) == fingerprint:
                 continue  # serving this very folder
@@ -389,7 +472,8 @@ class ModelRepository:
                 if failed.retry_at is None or time.monotonic() < failed.retry_at:
                     continue
             self._try_load(version, found[version], fingerprint, failed)
-        self._unload_missing(found)
+        self._unload_missing(found, aspired)
+        self._unload_dropped(found, aspired)
         self._polled = True
         if self._heap_changed:
             # An unloaded version is held in reference cycles; collected now, not whenever
@@ -401,13 +485,19 @@ class ModelRepository:
         self, version: int, path: Path, fingerprint: Fingerprint, failed: LoadFailure | None
     ) -> None:
         self._loading = version
+        started = time.perf_counter()
         try:
             loaded = load_version(path, version, self.max_saved_model_bytes)
         except Exception as err:  # a bad folder must not stop the others
+            if self.metrics is not None:
+                warmup = err.run if isinstance(err, WarmupError) else None
+                self.metrics.record_load(self.name, version, time.perf_counter() - started, False, warmup)
             self._record_failure(version, path, fingerprint, failed, err)
             return
         finally:
             self._loading = None
+        if self.metrics is not None:
+            self.metrics.record_load(self.name, version, time.perf_counter() - started, True, loaded.warmup)
         if version in self._versions:
             log.info("version %d: now served from its new folder; the old one's model is unloaded", version)
         with self._lock:
@@ -439,7 +529,7 @@ class ModelRepository:
                 version: LoadFailure(version, fingerprint, _error_code(err), message, attempts, retry_at),
             }
 
-    def _unload_missing(self, found: Mapping[int, Path]) -> None:
+    def _unload_missing(self, found: Mapping[int, Path], aspired: set[int]) -> None:
         """Unload served versions whose folder has been gone for the grace period, but never
         the last one while another folder waits to be loaded (TF Serving's availability)."""
         now = time.monotonic()
@@ -462,7 +552,7 @@ class ModelRepository:
             return
         waiting = any(
             v not in self._versions and not (v in self._failures and self._failures[v].retry_at is None)
-            for v in found
+            for v in aspired
         )
         if waiting and len(expired) == len(self._versions):
             expired.remove(max(expired))  # the only one served until the waiting folder loads
@@ -475,6 +565,20 @@ class ModelRepository:
                 self.missing_folder_grace_s,
             )
             del self._missing_since[version], self._loaded_from[version]
+        self._heap_changed = True
+
+    def _unload_dropped(self, found: Mapping[int, Path], aspired: set[int]) -> None:
+        """Unload the versions whose folder is there but that the version policy no longer
+        keeps, once a version it keeps is served: never leave the model with none."""
+        dropped = [v for v in self._versions if v in found and v not in aspired]
+        if not dropped or not any(v in self._versions for v in aspired):
+            return
+        with self._lock:
+            self._versions = {v: m for v, m in self._versions.items() if v not in dropped}
+        for version in dropped:
+            log.info("version %d: unloaded, version policy %s drops it", version, self.policy.describe())
+            self._loaded_from.pop(version, None)
+            self._missing_since.pop(version, None)
         self._heap_changed = True
 
     def start(self) -> None:
@@ -497,13 +601,12 @@ class ModelRepository:
     def get(self, name: str, version: int | None) -> LoadedVersion:
         """The version to serve (highest if ``None``), or TF Serving's 404."""
         versions = self._versions
-        if version is None:
-            if name == self.name and versions:
+        if name == self.name and versions:
+            if version is None:
                 return versions[max(versions)]
-            raise RestError(NOT_FOUND, f"Servable not found for request: Latest({rest.echo(name)})")
-        if name == self.name and version in versions:
-            return versions[version]
-        raise RestError(NOT_FOUND, f"Servable not found for request: Specific({rest.echo(name)}, {version})")
+            if version in versions:
+                return versions[version]
+        raise servable_not_found(name, version)
 
     def status(self, name: str, version: int | None) -> list[dict]:
         """``model_version_status`` entries, highest version first, as TF Serving lists them.
@@ -524,8 +627,29 @@ class ModelRepository:
             entries.update({v: rest.version_status(v, AVAILABLE) for v in self._versions})
         if version is not None:
             if version not in entries:
-                raise RestError(NOT_FOUND, f"Could not find version {version} of model {rest.echo(name)}")
+                raise version_not_found(name, version)
             return [entries[version]]
         if not entries:
-            raise RestError(NOT_FOUND, f"Could not find any versions of model {rest.echo(name)}")
+            raise version_not_found(name, None)
         return [entries[v] for v in sorted(entries, reverse=True)]
+
+    def states(self) -> dict[int, str]:
+        """The state of each version this repository knows, as :meth:`status` shows it."""
+        loading = self._loading
+        states = {} if loading is None else {loading: LOADING}
+        states.update({failure.version: END for failure in self._failures.values()})
+        states.update(dict.fromkeys(self._versions, AVAILABLE))
+        return states
+
+
+def servable_not_found(name: str, version: int | None) -> RestError:
+    """TF Serving's 404 for a request naming a model or version that is not served."""
+    spec = f"Latest({rest.echo(name)})" if version is None else f"Specific({rest.echo(name)}, {version})"
+    return RestError(NOT_FOUND, f"Servable not found for request: {spec}")
+
+
+def version_not_found(name: str, version: int | None) -> RestError:
+    """TF Serving's 404 for the status of a model or version it does not know."""
+    if version is None:
+        return RestError(NOT_FOUND, f"Could not find any versions of model {rest.echo(name)}")
+    return RestError(NOT_FOUND, f"Could not find version {version} of model {rest.echo(name)}")

@@ -11,22 +11,25 @@ other. It is a FastAPI app (:func:`create_app`) run by uvicorn:
 * ``GET /v1/models/<name>[/versions/<n>]/assets/<label_map.json|thresholds.json>``:
   **our extension**, not TF Serving's: the files of ``assets.extra/``, so that a client
   can turn outputs into tags without access to the model folder;
-* ``.../labels/<label>`` in place of ``/versions/<n>``: TF Serving's version labels.
-  Labels are set in a model config file; without one there are none, and a label is
-  TF Serving's 400 (``Unrecognized servable version label``), but for the status,
-  which TF Serving answers ignoring the label.
+* ``.../labels/<label>`` in place of ``/versions/<n>``: TF Serving's version labels, set
+  in a model config file; an unknown label is TF Serving's 400 (``Unrecognized
+  servable version label``), but for the status, which TF Serving answers ignoring the
+  label;
+* ``GET /monitoring/prometheus/metrics``: TF Serving's Prometheus metrics
+  (:mod:`amazonia.serving.metrics`).
 
 Paths are matched as sent, as TF Serving's regexes match them, and the model name and
 label percent-decoded after (``%2F`` is part of a name, not a ``/``).
 
-Which versions are served, and how they are reloaded, is
-:class:`amazonia.serving.repository.ModelRepository`'s business.
+Which models and versions are served, under which labels, and how they are reloaded, is
+:class:`amazonia.serving.manager.ModelManager`'s business.
 
 Hostile or unlucky clients are bounded (``serve.*`` in params.yaml,
 :class:`amazonia.serving.params.ServeParams`): connections by
 :mod:`amazonia.serving.protocol` (read and write timeouts, unsent answer bytes, head
 size, framing); request bodies here, as sent and gunzipped; the work of a request by
-:mod:`amazonia.serving.budgets` (instances, decoded pixels, decoding at once). No path is
+:mod:`amazonia.serving.budgets` (instances, decoded pixels, decoding at once), per batch too
+when concurrent requests share model calls (:mod:`amazonia.serving.batching`, off by default). No path is
 redirected: what is not a route is TF Serving's error. Every request error is a 4xx with
 TF Serving's ``{"error": ...}`` body and no path of the server's file system; a 500 means
 a fault of the server, logged with its traceback; a request cut off by shutdown is 503.
@@ -35,14 +38,15 @@ a fault of the server, logged with its traceback; a request cut off by shutdown 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
+import time
 import zlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -65,10 +69,13 @@ from amazonia.export.contract import (
     parse_version,
 )
 from amazonia.export.saved_model import tf_error_message
-from amazonia.serving import budgets, rest
+from amazonia.serving import batching, budgets, rest
+from amazonia.serving.batching_parameters import load_batching_parameters
+from amazonia.serving.manager import ModelManager
+from amazonia.serving.metrics import CONTENT_TYPE, METRICS_PATH, ServingMetrics
 from amazonia.serving.params import ServeParams
 from amazonia.serving.protocol import BoundedH11Protocol, ConnectionLimits
-from amazonia.serving.repository import LoadedVersion, ModelRepository, Signature
+from amazonia.serving.repository import LoadedVersion, Signature
 from amazonia.serving.rest import NOT_FOUND, PAYLOAD_TOO_LARGE, REQUEST_TIMEOUT, RestError, bad_request
 
 log = logging.getLogger(__name__)
@@ -80,6 +87,7 @@ MIN_DRAIN_BYTES = 64 * 2**20
 # is GIL-bound and inference uses every core, so more only add memory (a 32 MB body parses
 # to ~300 MB of Python objects). Heavier calls are the DecodeScheduler's.
 PREDICT_CONCURRENCY = max(4, 2 * (os.cpu_count() or 1))
+INTERNAL_SERVER_ERROR = 500
 SERVICE_UNAVAILABLE = 503
 CLOSE = {"connection": "close"}  # on answers sent before the body was read to its end
 
@@ -95,10 +103,13 @@ class PredictJob:
     tensors: Mapping[str, np.ndarray]
     row_format: bool
     pixels: list[int]  # decoded pixels of each instance's images (budgets.instance_pixels)
+    model_name: str
+    version: int
+    signature_name: str
 
 
 def prepare_predict(
-    repository: ModelRepository,
+    repository: ModelManager,
     name: str,
     version: int | None,
     body: bytes,
@@ -121,14 +132,14 @@ def prepare_predict(
     tensors = rest.request_tensors(request, signature.inputs)
     budgets.check_instances(tensors, limits)
     pixels = budgets.instance_pixels(tensors, limits)
-    return PredictJob(signature, tensors, request.row_format, pixels)
+    return PredictJob(
+        signature, tensors, request.row_format, pixels, name, model.version, request.signature_name
+    )
 
 
-def servable(repository: ModelRepository, name: str, version: int | None, label: str | None) -> LoadedVersion:
+def servable(repository: ModelManager, name: str, version: int | None, label: str | None) -> LoadedVersion:
     """The loaded version a request names: by ``label``, by ``version``, else the highest."""
-    if label is not None:  # labels come from a model config file; without one there are none
-        raise bad_request(f"Unrecognized servable version label: {rest.echo(label)}")
-    return repository.get(name, version)
+    return repository.get(name, version, label)
 
 
 async def run_model(
@@ -156,6 +167,34 @@ async def run_model(
     if len(parts) == 1:
         return parts[0]
     return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
+async def predict_outputs(
+    job: PredictJob,
+    decoder: budgets.DecodeScheduler,
+    light_calls: anyio.CapacityLimiter,
+    batcher: batching.BatchScheduler | None,
+) -> dict[str, np.ndarray]:
+    """The signature's outputs for ``job``: with server-side batching on, called in batches
+    with other requests for the same signature of the same version; on its own otherwise,
+    and for what is not batched (inputs without a common batch dimension, or decoding more
+    than budgets.MAX_BATCH_PIXELS: those take their decode turns as without batching)."""
+    if batcher is None:
+        return await run_model(job, decoder, light_calls)
+    rows = budgets.batch_size(job.tensors)
+    if rows is not None:
+        batcher.check_size(rows)
+    if not rows or sum(job.pixels) > budgets.MAX_BATCH_PIXELS:
+        return await run_model(job, decoder, light_calls)
+    # One queue per signature object (a reloaded version has new ones) and input shape.
+    key = (
+        id(job.signature),
+        tuple((name, array.dtype.str, array.shape[1:]) for name, array in job.tensors.items()),
+    )
+    label = f"{job.model_name} version {job.version} {job.signature_name}"
+    return await batcher.run(
+        key, label, functools.partial(call_signature, job.signature), job.tensors, job.pixels
+    )
 
 
 def call_signature(signature: Signature, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -199,7 +238,8 @@ async def _read_body(request: Request, limit: int, too_large_declared: str) -> b
     """The request body as sent, or 413 once it passes ``limit`` bytes (declared or streamed).
 
     A refused body is still read (not kept) up to a bound, so that the client, which is
-    busy sending, is not reset before it can read the 413.
+    busy sending, is not reset before it can read the 413; past it, the connection's
+    lingering close (:mod:`amazonia.serving.protocol`) reads on, within its own bounds.
     """
     too_large = bool(too_large_declared)
     chunks: list[bytes] = []
@@ -259,29 +299,22 @@ def _malformed(request: Request) -> Response:
     return _json(rest.error_body(f"Malformed request: {request.method} {rest.echo(request.url.path)}"), 400)
 
 
-def create_app(model_base_path: Path | str, model_name: str, settings: ServeParams) -> FastAPI:
-    """The TF Serving-compatible app serving ``model_base_path`` (``models/<name>/``) as
-    ``model_name`` with the limits of ``settings``; versions are loaded at startup and
-    polled for while it runs."""
-    repository = ModelRepository(
-        model_base_path,
-        model_name,
-        settings.poll_seconds,
-        max_saved_model_bytes=settings.max_saved_model_mb * 2**20,
-    )
+def create_app(repository: ModelManager, settings: ServeParams) -> FastAPI:
+    """The TF Serving-compatible app serving the models of ``repository`` (loaded: see
+    :meth:`ModelManager.load`) with the limits of ``settings``; their folders, and the
+    model config file, are polled while it runs."""
+    batching_parameters = load_batching_parameters(settings)
+    batcher = batching.BatchScheduler(batching_parameters) if batching_parameters is not None else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await run_in_threadpool(repository.refresh)
-        if not repository.versions:
-            log.warning(
-                "no loadable version under %s yet; polling every %g s", model_base_path, settings.poll_seconds
-            )
         repository.start()
         try:
             yield
         finally:
-            repository.stop()
+            await run_in_threadpool(repository.stop)
+            if batcher is not None:
+                batcher.close()
 
     # redirect_slashes=False: Starlette answers a path with a trailing slash by a redirect
     # to a Location built from the request's Host header; TF Serving has no redirects.
@@ -294,9 +327,10 @@ def create_app(model_base_path: Path | str, model_name: str, settings: ServePara
         redirect_slashes=False,
     )
     app.state.repository = repository
+    app.state.batcher = batcher
     app.add_middleware(RawPathRouting)
     _add_error_handlers(app)
-    _add_routes(app, repository, settings)
+    _add_routes(app, repository, settings, batcher)
     return app
 
 
@@ -321,7 +355,9 @@ def _add_error_handlers(app: FastAPI) -> None:
         return _json(rest.error_body(f"internal error ({type(err).__name__}); see the server's log"), 500)
 
 
-def _add_routes(app: FastAPI, repository: ModelRepository, settings: ServeParams) -> None:
+def _add_routes(
+    app: FastAPI, repository: ModelManager, settings: ServeParams, batcher: batching.BatchScheduler | None
+) -> None:
     parsing = anyio.CapacityLimiter(PREDICT_CONCURRENCY)
     light_calls = anyio.CapacityLimiter(PREDICT_CONCURRENCY)
     decoder = budgets.DecodeScheduler(settings.decode_concurrency)
@@ -355,14 +391,23 @@ def _add_routes(app: FastAPI, repository: ModelRepository, settings: ServeParams
         job = await anyio.to_thread.run_sync(
             prepare_predict, repository, name, version, body, limits, label, limiter=parsing
         )
-        outputs = await run_model(job, decoder, light_calls)
+        request.state.signature = job.signature  # for the metrics (_measured)
+        outputs = await predict_outputs(job, decoder, light_calls, batcher)
         answer = await anyio.to_thread.run_sync(predict_answer, outputs, job.row_format)
         return Response(content=answer, media_type="application/json")
+
+    metrics = repository.metrics or ServingMetrics()
+    if batcher is not None:
+        metrics.watch_batching(lambda: batcher.stats)
+
+    async def metrics_page(request: Request) -> Response:
+        return Response(content=metrics.exposition(), media_type=CONTENT_TYPE)
 
     # Handlers read request.path_params, so FastAPI adds no query or body parameters.
     async def no_model_name(request: Request) -> Response:
         raise bad_request("Missing model name in request.")
 
+    app.add_api_route(METRICS_PATH, metrics_page, methods=["GET"])
     app.add_api_route("/v1/models", no_model_name, methods=["GET"])
     for prefix in (
         "/v1/models/{name}",
@@ -372,7 +417,43 @@ def _add_routes(app: FastAPI, repository: ModelRepository, settings: ServeParams
         app.add_api_route(prefix, status, methods=["GET"])
         app.add_api_route(prefix + "/metadata", metadata, methods=["GET"])
         app.add_api_route(prefix + "/assets/{asset}", assets, methods=["GET"])
-        app.add_api_route(prefix + ":predict", predict_route, methods=["POST"])
+        app.add_api_route(
+            prefix + ":predict", _measured(predict_route, repository, metrics), methods=["POST"]
+        )
+
+
+def _measured(
+    handler: Callable[[Request], Awaitable[Response]], repository: ModelManager, metrics: ServingMetrics
+) -> Callable[[Request], Awaitable[Response]]:
+    """``handler`` (``:predict``), recording each request in ``metrics`` whatever its end:
+    the model (if served), the version and signature that answered (if it got that far:
+    ``request.state.signature``), the status and the time."""
+
+    async def measured(request: Request) -> Response:
+        started = time.perf_counter()
+        status: int | None = INTERNAL_SERVER_ERROR
+        try:
+            response = await handler(request)
+            status = response.status_code
+            return response
+        except RestError as err:
+            status = err.status
+            raise
+        except asyncio.CancelledError:
+            status = None
+            raise
+        finally:
+            name = unquote(request.path_params["name"])
+            signature: Signature | None = getattr(request.state, "signature", None)
+            metrics.record_predict(
+                name if repository.serves(name) else "",
+                signature.version if signature is not None else None,
+                signature.name if signature is not None else None,
+                status,
+                time.perf_counter() - started,
+            )
+
+    return measured
 
 
 def _model_spec(request: Request) -> tuple[str, int | None, str | None]:
