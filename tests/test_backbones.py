@@ -181,19 +181,10 @@ def exported_architectures(tiny_pipeline: Path, tmp_path_factory: pytest.TempPat
     return work
 
 
-# A nearly untrained ResNet50 moves its outputs by 1.5e-6 for a 1-ulp change of its input, and
-# saved_model_cli runs the graph through a Session whose Grappler rewrites round differently: its
-# answers differ from the Python API's by 1.25e-6, over the smoke check's CLI_TOLERANCE of 1e-6
-# (amazonia/export/smoke.py; its Keras comparison allows 1e-5). Strict: passes once that moves.
-CLI_TOLERANCE_TOO_TIGHT = pytest.mark.xfail(
-    strict=True, reason="smoke.CLI_TOLERANCE 1e-6 is below ResNet50's float32 noise (1.25e-6 here)"
-)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(  # the article's: the tiny pipeline's smoke_check stage
     "architecture",
-    [pytest.param(a, marks=CLI_TOLERANCE_TOO_TIGHT) if a == "resnet50" else a for a in BACKBONES],
+    BACKBONES,
 )
 def test_every_backbone_exports_and_passes_the_smoke_check(
     architecture, exported_architectures, tiny_pipeline
