@@ -2,6 +2,11 @@
 
 from pathlib import Path
 
+# The project's code, as opposed to its data: every stage's deps under these folders are
+# the modules it can run (tests/test_dvc_contract.py keeps them exact), and the train
+# stage's resume fingerprint hashes them.
+CODE_DIRS = ("stages", "amazonia")
+
 RAW_DIR = Path("data/raw")
 LABELS_CSV = Path("data/labels/labels.csv")
 LABEL_MAP_JSON = Path("data/labels/label_map.json")

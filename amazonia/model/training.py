@@ -31,14 +31,12 @@ import yaml
 
 from amazonia.common.errors import AmazoniaError
 from amazonia.common.files import TEMP_PREFIX, remove_path, write_json_atomic
+from amazonia.common.paths import CODE_DIRS
 from amazonia.data.records.manifest import read_manifest
 from amazonia.model import architectures, pretrained
 
 STATE_FILE = "state.json"
 DVC_YAML = Path("dvc.yaml")
-# Top folders of a stage's deps that hold code (the rest is data): their content is
-# part of the fingerprint, so a checkpoint of other code is never resumed.
-CODE_DEP_ROOTS = ("stages", "amazonia")
 # The variable a keras.random.SeedGenerator keeps its state in (Dropout has one).
 _RNG_STATE_NAME = "seed_generator_state"
 log = logging.getLogger(__name__)
@@ -79,7 +77,9 @@ def code_digest(stage: str, dvc_yaml: Path | str = DVC_YAML) -> str:
     path relative to the project root (``dvc_yaml``'s folder) and its content, in sorted
     path order; ``__pycache__`` folders and ``*.pyc`` files do not (Python writes them).
     So the digest changes whenever a code dep DVC watches changes, an added comment or
-    a new module included.
+    a new module included, and only then: those deps are exactly the files the stage can
+    run (tests/test_dvc_contract.py), so an edit to another stage's module keeps a
+    checkpoint.
 
     Raises:
         TrainingError: ``dvc_yaml`` is missing, has no such stage, or names a code dep
@@ -95,7 +95,7 @@ def code_digest(stage: str, dvc_yaml: Path | str = DVC_YAML) -> str:
         raise TrainingError(f"{dvc_yaml}: no stage {stage!r} under 'stages:'") from None
     files: set[str] = set()
     for dep in spec.get("deps", []):
-        if Path(dep).parts[0] not in CODE_DEP_ROOTS:
+        if Path(dep).parts[0] not in CODE_DIRS:
             continue
         path = root / dep
         if path.is_file():
