@@ -8,6 +8,9 @@ from pathlib import Path
 CODE_DIRS = ("stages", "amazonia")
 
 RAW_DIR = Path("data/raw")
+# md5sum's list of data/raw, which later stages depend on in place of the folder
+# (amazonia/data/content_list.py says why)
+RAW_MD5 = Path("data/raw.md5")
 LABELS_CSV = Path("data/labels/labels.csv")
 LABEL_MAP_JSON = Path("data/labels/label_map.json")
 RECORDS_DIR = Path("data/tfrecords")
