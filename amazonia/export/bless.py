@@ -85,7 +85,9 @@ class Bar:
         return f"{self.f2:.4f} ({self.reference} {sign} {abs(self.offset):g}, {self.param})"
 
 
-def bars(baseline_f2: float, published: str, published_f2: float | None, bless: BlessParams) -> list[Bar]:
+def required_bars(
+    baseline_f2: float, published: str, published_f2: float | None, bless: BlessParams
+) -> list[Bar]:
     """The bars a candidate must reach: the baseline's, and the published version's (named
     ``published``) when one was scored (``published_f2`` not None)."""
     gain, drop = bless.min_gain_over_baseline, bless.max_drop_from_published
@@ -113,7 +115,7 @@ class Verdict:
     def bars(self) -> list[Bar]:
         if self.not_judged or self.baseline_f2 is None:
             return []
-        return bars(self.baseline_f2, self.published, self.published_f2, self.bless)
+        return required_bars(self.baseline_f2, self.published, self.published_f2, self.bless)
 
     @property
     def missed(self) -> list[Bar]:
