@@ -21,9 +21,10 @@ BENCHMARKS: tuple[str, ...] = (
     "client",
 )
 # Run only when named: the whole pipeline at Kaggle scale (``make bench-scale``, minutes),
-# what decoder bombs cost TensorFlow (a minute), and the threshold strategies on a trained
-# project (``BENCH_PROJECT``, default this checkout).
-ON_REQUEST: tuple[str, ...] = ("scale", "decoder_bombs", "thresholds")
+# what decoder bombs cost TensorFlow (a minute), the threshold strategies on a trained
+# project (``BENCH_PROJECT``, default this checkout), and the training speed of every
+# train.architecture (minutes).
+ON_REQUEST: tuple[str, ...] = ("scale", "decoder_bombs", "thresholds", "architectures")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

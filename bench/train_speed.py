@@ -1,9 +1,12 @@
-"""Child-process entry of the scale benchmark: training images/s of the model at one precision.
+"""Child-process entry of the scale and architectures benchmarks: training images/s of one
+architecture at one precision.
 
-``python -m bench.train_speed SPLIT_DIR --precision mixed_bfloat16`` trains the default
-model on a serialized split for ``--steps`` batches and prints one JSON line: images/s over
-the batches after ``--warmup`` (tracing and the first decode are not timed). A process of
-its own per precision: Keras's dtype policy is global.
+``python -m bench.train_speed SPLIT_DIR --architecture resnet50 --precision mixed_bfloat16``
+trains the model on a serialized split for ``--steps`` batches and prints one JSON line:
+images/s over the batches after ``--warmup`` (tracing and the first decode are not timed), and
+the model's parameter count. Every layer trains (a backbone's fine-tuning or training from
+scratch; a frozen warm-up is faster). A process of its own per run: Keras's dtype policy is
+global.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("split_dir", type=Path, help="a serialized split, e.g. data/tfrecords/train")
     # Defaults, model and seed: the params' own defaults (amazonia/common/params.py).
-    from amazonia.common.params import TrainParams
+    from amazonia.common.params import ARCHITECTURES, TrainParams
 
     train = TrainParams()
+    parser.add_argument("--architecture", choices=ARCHITECTURES, default=train.architecture)
     parser.add_argument("--precision", default=train.precision)
     parser.add_argument("--image-size", type=int, default=train.image_size)
     parser.add_argument("--batch-size", type=int, default=train.batch_size)
@@ -48,7 +52,13 @@ def main(argv: list[str] | None = None) -> None:
         epoch_seeds=range(-(-total // per_epoch)),
         file_seed=train.seed,
     )
-    model = build_model(args.image_size, train.filters, train.dense_units, train.dropout)
+    model = build_model(
+        args.image_size,
+        args.architecture,
+        filters=train.filters,
+        dense_units=train.dense_units,
+        dropout=train.dropout,
+    )
     model = compile_model(model, train.learning_rate)
     stamps: list[float] = []
 
@@ -62,7 +72,10 @@ def main(argv: list[str] | None = None) -> None:
     print(
         json.dumps(
             {
+                "architecture": args.architecture,
                 "precision": args.precision,
+                "image_size": args.image_size,
+                "parameters": model.count_params(),
                 "batches": len(timed),
                 "seconds": seconds,
                 "images_per_s": len(timed) * args.batch_size / seconds,

@@ -400,6 +400,47 @@ def folder_texts(folder: Path) -> dict[str, str]:
     return {p.relative_to(folder).as_posix(): p.read_text() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+# --- Pretrained weights files, written here in Keras Applications' format ----------------
+
+
+def write_keras_weights(architecture: str, path: Path, seed: int) -> list[np.ndarray]:
+    """Write ``path`` as Keras Applications writes a notop weights file (legacy HDF5 weights
+    of the ``include_top=False`` backbone), with weights drawn from ``seed``; return them.
+
+    Nothing can be downloaded here: this stands in for the real file, which
+    ``keras.applications.<X>(include_top=False, weights=path)`` loads the same way.
+    """
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format  # the writer of Keras's .h5 weights
+
+    from amazonia.model.architectures import BACKBONES
+
+    backbone = BACKBONES[architecture](include_top=False, weights=None, input_shape=(32, 32, 3))
+    rng = np.random.default_rng(seed)
+    # Far from any initializer's draw, so a backbone that did not load them shows.
+    weights = [(w + rng.normal(0, 0.05, w.shape)).astype(w.dtype) for w in backbone.get_weights()]
+    backbone.set_weights(weights)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, backbone)
+    return weights
+
+
+def read_keras_weights(path: Path) -> list[np.ndarray]:
+    """The arrays of a legacy HDF5 weights file, read with h5py, in the file's layer order."""
+    import h5py
+
+    def text(value: bytes | str) -> str:
+        return value.decode() if isinstance(value, bytes) else value
+
+    with h5py.File(path, "r") as handle:
+        return [
+            np.asarray(handle[text(layer)][text(name)])
+            for layer in handle.attrs["layer_names"]
+            for name in handle[text(layer)].attrs["weight_names"]
+        ]
+
+
 # --- A small filesystem, for a real full disk ---------------------------------------------
 
 # ``$1`` KiB of tmpfs on the folder ``$2``, then the command; what is left on it is listed.

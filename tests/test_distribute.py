@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from amazonia.common.errors import AmazoniaError
+from amazonia.common.params import ARCHITECTURES
 from amazonia.model.input_pipeline import batches_per_epoch
 from tests.conftest import BIN, ran_stages, run, set_params
 
@@ -35,28 +36,37 @@ def test_several_replicas_get_full_batches_split_evenly():
         validation_batch_size(32, 1, 2)
 
 
-def test_inference_runs_in_float32_with_the_trained_weights():
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_inference_runs_in_float32_with_the_trained_weights(architecture):
+    """Every layer, those of a nested backbone (and ConvNeXt's nested stem) included, computes
+    in float32: the answers equal a model built in float32 with the same weights."""
     import keras
     import numpy as np
 
+    from amazonia.model.architectures import all_layers
     from amazonia.model.distribute import set_precision
     from amazonia.model.network import build_model, for_inference
 
+    size = 32
     try:
         set_precision("mixed_bfloat16")
-        mixed = build_model(16, filters=4, dense_units=8)
+        mixed = build_model(size, architecture, filters=4, dense_units=8)
     finally:
         set_precision("float32")
     inference = for_inference(mixed)
-    assert {layer.dtype_policy.name for layer in inference.layers} == {"float32"}
+    assert {layer.dtype_policy.name for layer in all_layers(inference)} == {"float32"}
+    assert len(inference.weights) == len(mixed.weights)
     for ours, theirs in zip(inference.get_weights(), mixed.get_weights()):
         np.testing.assert_array_equal(ours, theirs)
-    images = np.random.default_rng(0).random((4, 16, 16, 3), dtype=np.float32)
-    exact, rounded = inference(images, training=False), mixed(images, training=False)
+    built_float32 = build_model(size, architecture, filters=4, dense_units=8)
+    built_float32.set_weights(mixed.get_weights())
+    images = np.random.default_rng(0).random((4, size, size, 3), dtype=np.float32)
+    exact, expected = inference(images, training=False), built_float32(images, training=False)
+    rounded = mixed(images, training=False)
     for head in ("weather", "ground"):
-        np.testing.assert_allclose(exact[head], rounded[head], atol=0.05)  # bfloat16 rounding only
-    plain = build_model(16, filters=4, dense_units=8)
-    assert for_inference(plain) is plain
+        np.testing.assert_array_equal(exact[head], expected[head])
+        np.testing.assert_allclose(exact[head], rounded[head], atol=0.1)  # bfloat16 rounding only
+    assert for_inference(built_float32) is built_float32
     assert keras.mixed_precision.global_policy().name == "float32"
 
 

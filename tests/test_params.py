@@ -18,6 +18,7 @@ def write(tmp_path, params):
 def test_the_projects_params_are_valid():
     params = load_params(ROOT / "params.yaml")
     assert params.serialize.shard_mb == 16
+    assert params.train.image_size == 128 and params.train.architecture == "article"
     assert params.data.source == "synthetic"
 
 
@@ -47,6 +48,29 @@ def test_the_projects_params_are_valid():
         (
             {"serialize": {"beam_options": ["--runner", "DataflowRunner"]}},
             r"serialize.beam_options: 'DataflowRunner' is not a pipeline flag; write each as one list item",
+        ),
+        (
+            {"train": {"architecture": "vgg16"}},
+            r"train.architecture: Input should be 'article', 'mobilenet_v3_small', 'efficientnet_v2_b0', "
+            r"'resnet50' or 'convnext_tiny'",
+        ),
+        (
+            {"train": {"weights": "imagenet"}},  # the default architecture is the article's
+            r"train: train.weights: imagenet needs a pretrained backbone, and train.architecture: article "
+            r"has none; set train.weights: none, or train.architecture to one of mobilenet_v3_small, ",
+        ),
+        (
+            {"train": {"architecture": "convnext_tiny", "image_size": 31}},
+            r"train: train.image_size: 31 is below 32, the smallest input train.architecture: convnext_tiny "
+            r"takes; set train.image_size >= 32",
+        ),
+        (
+            {"train": {"image_size": 3}},  # two 2x2 max-pools of 3 px leave nothing
+            r"train: train.image_size: 3 is below 4, the smallest input train.architecture: article takes",
+        ),
+        (
+            {"train": {"architecture": "resnet50", "weights": "imagenet", "epochs": 3, "warmup_epochs": 4}},
+            r"train: train.warmup_epochs \(4\) is more than train.epochs \(3\); set it to at most",
         ),
         (
             {"data": {"seed": -1}},
@@ -196,3 +220,13 @@ def test_a_stage_run_by_hand_refuses_a_key_given_twice(project):
         r"YAML would keep only the last: delete one\n",
         result.stderr,
     ), result.stderr
+
+
+def test_every_architecture_takes_its_smallest_input_size():
+    from amazonia.common.params import ARCHITECTURES, MIN_IMAGE_SIZE, TrainParams
+
+    for architecture in ARCHITECTURES:
+        smallest = MIN_IMAGE_SIZE[architecture]
+        assert TrainParams(architecture=architecture, image_size=smallest).image_size == smallest
+    # Warm-up epochs count only with pretrained weights.
+    assert TrainParams(epochs=2, warmup_epochs=5).warmup_epochs == 5

@@ -240,3 +240,90 @@ def test_a_code_edit_discards_the_checkpoint(pipeline_copy):
     assert final["epoch"] == 20 and final["complete"] is True
     assert final["fingerprint"]["code"] != killed_code
     assert json.loads((repo / "metrics/train/metrics.json").read_text())["step"] == 19
+
+
+# --- Warm-up, then fine-tuning: phases a checkpoint knows ---------------------------------
+
+
+def _train_params(**values):
+    from amazonia.common.params import TrainParams
+
+    return TrainParams(**values)
+
+
+def test_pretrained_runs_warm_up_then_fine_tune_and_others_train_in_one_phase():
+    from amazonia.model.trainer import Phase, schedule
+
+    pretrained = {"architecture": "resnet50", "weights": "imagenet", "epochs": 10}
+    assert schedule(_train_params(**pretrained, warmup_epochs=3, fine_tune_learning_rate=1e-5)) == [
+        Phase("warm_up", 0, 3, 0.001),
+        Phase("fine_tune", 3, 10, 1e-5),
+    ]
+    assert schedule(_train_params(**pretrained, warmup_epochs=0)) == [Phase("fine_tune", 0, 10, 0.0001)]
+    assert schedule(_train_params(**pretrained, warmup_epochs=10)) == [Phase("warm_up", 0, 10, 0.001)]
+    for architecture in ("article", "resnet50"):
+        assert schedule(_train_params(architecture=architecture, epochs=4, warmup_epochs=2)) == [
+            Phase("train", 0, 4, 0.001)
+        ]
+
+
+def test_a_checkpoint_continues_its_phase_only_from_inside_it():
+    from amazonia.model.trainer import Phase, continues_phase
+    from amazonia.model.training import Resume
+
+    warm_up, fine_tune = Phase("warm_up", 0, 3, 0.001), Phase("fine_tune", 3, 10, 0.0001)
+
+    def after(epoch: int, phase: str) -> Resume:
+        return Resume(model=None, initial_epoch=epoch, live=None, phase=phase)
+
+    assert not continues_phase(None, warm_up)
+    assert continues_phase(after(2, "warm_up"), warm_up)
+    # After the warm-up's last epoch: fine-tuning starts afresh (unfrozen, a new optimizer).
+    assert not continues_phase(after(3, "warm_up"), fine_tune)
+    assert continues_phase(after(4, "fine_tune"), fine_tune)
+
+
+@pytest.mark.slow
+def test_a_run_killed_in_the_warm_up_at_its_end_and_in_fine_tuning_resumes_bit_for_bit(pipeline_copy):
+    """Three kill -9s: inside the warm-up (the frozen backbone's optimizer state resumes),
+    at the warm-up's last checkpoint (fine-tuning starts as it would have), inside the
+    fine-tuning; the end is an uninterrupted run's weights, optimizer state and curves."""
+    from amazonia.model.pretrained import WEIGHTS
+    from tests.conftest import saved_arrays, write_keras_weights
+
+    repo = pipeline_copy
+    warmup, epochs = 6, 12
+    write_keras_weights(
+        "mobilenet_v3_small", repo / "models/pretrained" / WEIGHTS["mobilenet_v3_small"].name, 1
+    )
+    set_params(
+        repo,
+        {
+            "train": {
+                "architecture": "mobilenet_v3_small",
+                "weights": "imagenet",
+                "epochs": epochs,
+                "warmup_epochs": warmup,
+            }
+        },
+    )
+    state = repo / "models/checkpoints/state.json"
+    kills = [kill_train_after(repo, min_epoch=2)]
+    assert json.loads(state.read_text())["phase"] == "warm_up" and kills[0] < warmup
+    # Fine-tuning's first epoch waits on a new trace: the kill lands on the warm-up's end.
+    kills.append(kill_train_after(repo, min_epoch=warmup))
+    kills.append(kill_train_after(repo, min_epoch=max(kills) + 2))
+    assert json.loads(state.read_text())["phase"] == "fine_tune" and warmup < kills[2] < epochs
+    result = run([DVC, "repro", "train"], repo)
+    assert first_epoch(result.stdout) == kills[2] + 1
+    live = repo / "metrics/train"
+    resumed, resumed_live = saved_arrays(repo / "models/model.keras"), folder_texts(live)
+
+    result = run([DVC, "repro", "--force", "--single-item", "train"], repo)
+    assert first_epoch(result.stdout) == 1
+    uninterrupted = saved_arrays(repo / "models/model.keras")
+    assert resumed.keys() == uninterrupted.keys()
+    assert [name for name in resumed if not np.array_equal(resumed[name], uninterrupted[name])] == []
+    assert resumed_live == folder_texts(live)
+    assert len(resumed_live["plots/metrics/train/loss.tsv"].splitlines()) == 1 + epochs
+    print("killed after epochs", kills)

@@ -100,18 +100,54 @@ class SerializeParams(_Section):
         return self
 
 
+# train.architecture: the article's network, or a Keras Applications backbone under the same
+# two heads (amazonia/model/architectures.py builds them).
+Architecture = Literal["article", "mobilenet_v3_small", "efficientnet_v2_b0", "resnet50", "convnext_tiny"]
+ARCHITECTURES: tuple[str, ...] = Architecture.__args__
+# The smallest train.image_size each architecture takes: Keras Applications refuse inputs
+# under 32 px; the article's two 2x2 max-pools need 4 px to leave one.
+MIN_IMAGE_SIZE = {name: 4 if name == "article" else 32 for name in ARCHITECTURES}
+
+
 class TrainParams(_Section):
+    architecture: Architecture = "article"
+    weights: Literal["none", "imagenet"] = "none"  # imagenet: models/pretrained/<Keras's file>
     image_size: int = Field(128, gt=0, le=4096)  # the model's input: chips are resized to S x S
     augment: Literal["none", "d4"] = "d4"  # d4: one of the 8 flips/quarter turns per example
     epochs: int = Field(10, gt=0)
     batch_size: int = Field(32, gt=0)
     learning_rate: float = Field(0.001, gt=0)
+    # With train.weights: imagenet, the first warmup_epochs train the heads on a frozen
+    # backbone at learning_rate, the rest everything at fine_tune_learning_rate.
+    warmup_epochs: int = Field(2, ge=0)
+    fine_tune_learning_rate: float = Field(0.0001, gt=0)
     seed: int = Field(42, ge=0, le=MAX_SEED)
-    filters: int = Field(32, gt=0)
-    dense_units: int = Field(128, gt=0)
+    filters: int = Field(32, gt=0)  # article only
+    dense_units: int = Field(128, gt=0)  # article only
     dropout: float = Field(0.2, ge=0, lt=1)
     precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = "mixed_bfloat16"  # Keras dtype policy
     strategy: Literal["none", "mirrored", "multi_worker"] = "none"  # tf.distribute
+
+    @model_validator(mode="after")
+    def _architecture_fits(self) -> TrainParams:
+        if self.weights == "imagenet" and self.architecture == "article":
+            backbones = ", ".join(a for a in ARCHITECTURES if a != "article")
+            raise ValueError(
+                "train.weights: imagenet needs a pretrained backbone, and train.architecture: article "
+                f"has none; set train.weights: none, or train.architecture to one of {backbones}"
+            )
+        minimum = MIN_IMAGE_SIZE[self.architecture]
+        if self.image_size < minimum:
+            raise ValueError(
+                f"train.image_size: {self.image_size} is below {minimum}, the smallest input "
+                f"train.architecture: {self.architecture} takes; set train.image_size >= {minimum}"
+            )
+        if self.weights == "imagenet" and self.warmup_epochs > self.epochs:
+            raise ValueError(
+                f"train.warmup_epochs ({self.warmup_epochs}) is more than train.epochs ({self.epochs}); "
+                "set it to at most train.epochs (equal: the heads alone train)"
+            )
+        return self
 
 
 class EvaluateParams(_Section):

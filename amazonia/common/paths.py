@@ -11,6 +11,9 @@ LABELS_METRICS_JSON = Path("metrics/labels.json")
 MODELS_DIR = Path("models")  # export versions: amazonia.export.contract.{candidate,published}_dir
 MODEL_KERAS = Path("models/model.keras")
 CHECKPOINT_DIR = Path("models/checkpoints")
+PRETRAINED_DIR = Path(
+    "models/pretrained"
+)  # backbone weights files, each a `dvc import-url` (amazonia/model/pretrained.py)
 THRESHOLDS_JSON = Path("models/thresholds.json")
 TRAIN_LIVE_DIR = Path("metrics/train")
 EVAL_JSON = Path("metrics/eval.json")

@@ -64,7 +64,11 @@ KERAS_TOLERANCE = 1e-5  # SavedModel vs models/model.keras, same input
 # One preprocessing function on both paths, so the pixels are identical; what remains is
 # float noise from running the batch through a different graph.
 BYTES_TOLERANCE = 1e-5
-CLI_TOLERANCE = 1e-6  # the same graph on the same input, in another process
+# The same graph on the same input in another process: saved_model_cli runs it through a
+# Session whose graph rewrites round at other points, 1.25e-6 apart on a barely trained
+# ResNet50 (whose outputs move 1.5e-6 for a 1-ulp change of an input): float32 noise, as
+# KERAS_TOLERANCE allows.
+CLI_TOLERANCE = 1e-5
 CLI_TIMEOUT_S = 300
 _INIT_OP_SIGNATURE = "__saved_model_init_op"  # SavedModel bookkeeping, not a serving signature
 _OUTPUTS = sorted(SIGNATURES[SIGNATURE_FLOAT].outputs)

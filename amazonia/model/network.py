@@ -1,4 +1,9 @@
-"""The original article's two-headed CNN, in Keras 3."""
+"""The two-headed model: the original article's CNN or a Keras Applications backbone, in Keras 3.
+
+Every architecture (``train.architecture``) takes ``input_image``, float32 (None, S, S, 3) RGB
+in [0, 1], and ends in the same two float32 heads: ``weather`` (softmax over 4) and ``ground``
+(sigmoid over 13).
+"""
 
 from __future__ import annotations
 
@@ -7,30 +12,42 @@ from pathlib import Path
 import keras
 
 from amazonia.data.vocabulary import LABELS_GROUND, LABELS_WEATHER
+from amazonia.model import architectures
 from amazonia.model.names import INPUT_NAME, OUTPUT_GROUND, OUTPUT_WEATHER
+
+# Keras's dtypes of 16-bit compute that a mixed-precision model's config names (nested
+# models' inputs take their compute dtype).
+_HALF_DTYPES = {"bfloat16", "float16"}
 
 
 def build_model(
     image_size: int,
+    architecture: str = "article",
+    *,
     filters: int = 32,
     dense_units: int = 128,
     dropout: float = 0.2,
-    conv_blocks: int = 2,
-    dense_blocks: int = 2,
+    weights: Path | None = None,
 ) -> keras.Model:
-    """Conv2D(3x3, same, relu) + MaxPool, twice; Flatten; Dense + Dropout, twice;
-    a softmax ``weather`` head and a sigmoid ``ground`` head. Inputs in [0, 1].
+    """The model of ``architecture`` for S x S chips, ``image_size`` = S.
 
-    Layers take Keras's global dtype policy (``train.precision``), the heads float32."""
+    ``article``: Conv2D(3x3, same, relu) + MaxPool, twice; Flatten; Dense(``dense_units``) +
+    Dropout, twice; ``filters`` per Conv2D. A backbone (:mod:`amazonia.model.architectures`):
+    its feature map, global average pooling, Dropout; ``weights`` a Keras Applications notop
+    weights file to start it from. Then the two heads. Layers take Keras's global dtype
+    policy (``train.precision``), the heads float32.
+    """
     inputs = keras.Input(shape=(image_size, image_size, 3), name=INPUT_NAME)
-    x = inputs
-    for _ in range(conv_blocks):
-        x = keras.layers.Conv2D(filters, (3, 3), padding="same", activation="relu")(x)
-        x = keras.layers.MaxPooling2D()(x)
-    x = keras.layers.Flatten()(x)
-    for _ in range(dense_blocks):
-        x = keras.layers.Dense(dense_units, activation="relu")(x)
-        x = keras.layers.Dropout(dropout)(x)
+    if architecture == "article":
+        if weights is not None:
+            raise ValueError("the article's network has no pretrained weights")
+        x = _article_trunk(inputs, filters, dense_units, dropout)
+        name = "planet_cnn"
+    else:
+        x = architectures.backbone_features(architecture, inputs, weights)
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+        name = f"planet_{architecture}"
     # float32 heads under any mixed-precision policy: softmax, sigmoid and the losses
     # need its range, and the exported signatures promise float32 outputs.
     weather = keras.layers.Dense(
@@ -39,7 +56,26 @@ def build_model(
     ground = keras.layers.Dense(
         len(LABELS_GROUND), activation="sigmoid", name=OUTPUT_GROUND, dtype="float32"
     )(x)
-    return keras.Model(inputs, {OUTPUT_WEATHER: weather, OUTPUT_GROUND: ground}, name="planet_cnn")
+    return keras.Model(inputs, {OUTPUT_WEATHER: weather, OUTPUT_GROUND: ground}, name=name)
+
+
+def _article_trunk(
+    inputs: keras.KerasTensor,
+    filters: int,
+    dense_units: int,
+    dropout: float,
+    conv_blocks: int = 2,
+    dense_blocks: int = 2,
+) -> keras.KerasTensor:
+    x = inputs
+    for _ in range(conv_blocks):
+        x = keras.layers.Conv2D(filters, (3, 3), padding="same", activation="relu")(x)
+        x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Flatten()(x)
+    for _ in range(dense_blocks):
+        x = keras.layers.Dense(dense_units, activation="relu")(x)
+        x = keras.layers.Dropout(dropout)(x)
+    return x
 
 
 def compile_model(model: keras.Model, learning_rate: float) -> keras.Model:
@@ -60,20 +96,42 @@ def for_inference(model: keras.Model) -> keras.Model:
 
     Mixed precision speeds up training; evaluation, export and serving run in float32, so
     served answers equal the Keras model's to 1e-5 and run at full speed on CPUs without
-    16-bit arithmetic. The weights are float32 under every Keras policy and are copied
-    as they are. A float32 model is returned unchanged.
+    16-bit arithmetic. The model is rebuilt from its config with every layer's policy (nested
+    backbones' included) set to float32, and the weights, float32 under every Keras policy,
+    are copied as they are. A float32 model is returned unchanged.
     """
-    if all(layer.dtype_policy.name == "float32" for layer in model.layers):
+    if all(layer.dtype_policy.name == "float32" for layer in architectures.all_layers(model)):
         return model
-
-    def float32_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
-        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
-
-    clone = keras.models.clone_model(model, clone_function=float32_layer)
+    config = _float32_config(model.get_config())
+    policy = keras.mixed_precision.global_policy()
+    # Layers the config gives no dtype (a backbone's keras.ops) take the global policy.
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        clone = model.__class__.from_config(config)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
     clone.set_weights(model.get_weights())
     return clone
 
 
+def _float32_config(node: object) -> object:
+    """A model config with every dtype policy, and every 16-bit input dtype, made float32."""
+    if isinstance(node, dict):
+        if node.get("class_name") == "DTypePolicy":
+            return {**node, "config": {**node["config"], "name": "float32"}}
+        return {
+            key: "float32" if key == "dtype" and _is_half(value) else _float32_config(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_float32_config(value) for value in node]
+    return node
+
+
+def _is_half(dtype: object) -> bool:
+    return isinstance(dtype, str) and dtype in _HALF_DTYPES
+
+
 def load_for_inference(path: Path | str) -> keras.Model:
     """A trained ``.keras`` model, in float32 (:func:`for_inference`), uncompiled."""
-    return for_inference(keras.saving.load_model(path, compile=False))
+    return for_inference(architectures.load_model(path, compile=False))

@@ -2,14 +2,16 @@
 
 After each epoch the model (weights *and* optimizer state) is saved as
 ``epoch-NNNN.keras``, DVCLive's folder is copied to ``live-NNNN/``, and then
-``state.json`` is atomically pointed at both. A rerun
-with the same fingerprint (params, data and the stage's code) resumes after the last
-finished epoch; any other rerun starts from scratch.
+``state.json`` is atomically pointed at both, naming the training phase the epoch
+belonged to (:mod:`amazonia.model.trainer`). A rerun with the same fingerprint (params,
+data, pretrained weights and the stage's code) resumes after the last finished epoch;
+any other rerun starts from scratch.
 
 A resumed run ends with the weights of an uninterrupted one, bit for bit on the same
 machine: what epoch ``e`` draws (its shuffle order, its dropout masks) comes from
 ``(train.seed, e)`` alone (:func:`epoch_seed`), never from how many epochs this process
-ran before, and the optimizer state travels in the checkpoint.
+ran before, and the optimizer state travels in the checkpoint (a phase that starts anew
+starts with a fresh optimizer, resumed or not).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import yaml
 from amazonia.common.errors import AmazoniaError
 from amazonia.common.files import TEMP_PREFIX, remove_path, write_json_atomic
 from amazonia.data.records.manifest import read_manifest
+from amazonia.model import architectures, pretrained
 
 STATE_FILE = "state.json"
 DVC_YAML = Path("dvc.yaml")
@@ -50,6 +53,7 @@ class Resume:
     model: keras.Model
     initial_epoch: int
     live: Path | None  # DVCLive's folder as it was after that epoch
+    phase: str | None  # the training phase of that epoch, as EpochCheckpoint was told
 
 
 def epoch_seed(seed: int, epoch: int, stream: str) -> int:
@@ -112,14 +116,20 @@ def code_digest(stage: str, dvc_yaml: Path | str = DVC_YAML) -> str:
 
 
 def run_fingerprint(
-    train_params: dict, image_size: int, split_dirs: Sequence[Path | str], stage: str = "train"
+    train_params: dict,
+    image_size: int,
+    split_dirs: Sequence[Path | str],
+    stage: str = "train",
+    weights: Path | str | None = None,
 ) -> dict:
     """What a checkpoint must have been trained with to be resumed: the train params, the
-    image size, every shard's SHA-256 (from the splits' manifests) and the stage's code."""
+    image size, every shard's SHA-256 (from the splits' manifests), the pretrained
+    ``weights`` file's SHA-256 (or None) and the stage's code."""
     return {
         "params": train_params,
         "image_size": image_size,
         "data": [shard.sha256 for split in split_dirs for shard in read_manifest(split).shards],
+        "weights": None if weights is None else pretrained.file_digest(weights),
         "code": code_digest(stage),
     }
 
@@ -143,7 +153,7 @@ def load_checkpoint(directory: Path | str, fingerprint: dict) -> Resume | None:
         log.warning("checkpoint in %s incomplete; training from scratch", directory)
         return None
     log.info("resuming from %s after epoch %d", model_path, state["epoch"])
-    return Resume(keras.saving.load_model(model_path), int(state["epoch"]), live)
+    return Resume(architectures.load_model(model_path), int(state["epoch"]), live, state.get("phase"))
 
 
 def clear_checkpoints(directory: Path | str) -> None:
@@ -209,17 +219,24 @@ class ReseedEachEpoch(keras.callbacks.Callback):
 
 class EpochCheckpoint(keras.callbacks.Callback):
     """Save the model after every epoch, and a copy of DVCLive's folder when given, then
-    point ``state.json`` at them.
+    point ``state.json`` at them and name the epoch's training ``phase``.
 
     Put it after ``DVCLiveCallback`` in ``fit``'s callbacks: callbacks run in order, so
     the copy then holds the epoch's row.
     """
 
-    def __init__(self, directory: Path | str, fingerprint: dict, live_dir: Path | str | None = None):
+    def __init__(
+        self,
+        directory: Path | str,
+        fingerprint: dict,
+        live_dir: Path | str | None = None,
+        phase: str | None = None,
+    ):
         super().__init__()
         self.directory = Path(directory)
         self.fingerprint = fingerprint
         self.live_dir = None if live_dir is None else Path(live_dir)
+        self.phase = phase
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         model_name = f"epoch-{epoch + 1:04d}.keras"
@@ -238,6 +255,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
                 "epoch": epoch + 1,
                 "model": model_name,
                 "live": live_name,
+                "phase": self.phase,
                 "fingerprint": self.fingerprint,
                 "complete": False,
             },
