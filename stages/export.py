@@ -2,14 +2,15 @@
 
 A SavedModel in TF Serving's layout with two signatures (float chips, and encoded
 image bytes), both averaging over each chip's eight views when evaluate.tta is d4 (the
-predictions the thresholds were chosen on), the label vocabulary and the tuned ground thresholds beside it in
-assets.extra/. It is a candidate, polled by no server: the smoke_check stage
-exercises it and only then publishes it to models/<name>/<version>/.
+predictions the thresholds were chosen on); beside it in assets.extra/, the label
+vocabulary, the tuned ground thresholds and TF Serving's warmup file (the first test
+chips through both signatures). It is a candidate, polled by no server: the smoke_check
+stage exercises it and only then publishes it to models/<name>/<version>/.
 """
 
 from amazonia.common.errors import AmazoniaError
 from amazonia.common.params import load_params
-from amazonia.common.paths import LABEL_MAP_JSON, MODEL_KERAS, MODELS_DIR, THRESHOLDS_JSON
+from amazonia.common.paths import LABEL_MAP_JSON, MODEL_KERAS, MODELS_DIR, RECORDS_DIR, THRESHOLDS_JSON
 from amazonia.common.stage import run_stage
 from amazonia.data.labels import read_label_map
 from amazonia.export.contract import candidate_dir
@@ -17,6 +18,7 @@ from amazonia.export.saved_model import (
     export_saved_model,
     load_trained_model,
     read_thresholds,
+    warmup_from_split,
 )
 
 
@@ -33,6 +35,7 @@ def main() -> None:
         label_map=label_map,
         thresholds=thresholds,
         tta=params.evaluate.tta,
+        warmup=warmup_from_split(model, RECORDS_DIR / "test"),
     )
 
 

@@ -5,17 +5,20 @@ data.source = kaggle:    link an extracted Kaggle download from data.kaggle_dir,
                          train_v2.csv reads cleanly and every chip is a regular file inside
                          it (data.on_unsafe_chip: error stops on any other, skip leaves it
                          out); a bad download leaves data/raw as it was.
-Either way, a contact sheet of the first chips goes to metrics/samples.png.
+Either way, data/raw.md5 lists the MD5 of every file in data/raw (md5sum's format; the
+later stages depend on it in place of the folder), and a contact sheet of the first chips
+goes to metrics/samples.png.
 """
 
 import logging
 from pathlib import Path
 
-from amazonia.common.files import atomic_dir
+from amazonia.common.files import atomic_dir, write_text_atomic
 from amazonia.common.params import load_params
-from amazonia.common.paths import RAW_DIR, SAMPLES_PNG
+from amazonia.common.paths import RAW_DIR, RAW_MD5, SAMPLES_PNG
 from amazonia.common.stage import run_stage
 from amazonia.data.contact_sheet import write_contact_sheet
+from amazonia.data.content_list import content_list
 from amazonia.data.kaggle import TAGS_CSV, check_download, image_path, link_download
 from amazonia.data.labels import read_tags_csv
 from amazonia.data.synthetic.generate import generate_dataset
@@ -40,6 +43,8 @@ def main() -> None:
             linked = link_download(download, raw, rows, on_unsafe=params.data.on_unsafe_chip)
             table = table[~table["image_name"].isin(linked.left_out)]
             log.info("linked %s into %s by %s", download.root, RAW_DIR, linked.method)
+        raw_md5 = content_list(raw, workers=params.runtime.workers)
+    write_text_atomic(RAW_MD5, raw_md5)
 
     samples = table.head(SAMPLE_COUNT)
     chips = [(image_path(RAW_DIR, name), tags) for name, tags in zip(samples["image_name"], samples["tags"])]

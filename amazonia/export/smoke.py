@@ -6,7 +6,8 @@ shows (tag-sets, signatures, input and output names, dtypes, shapes) and holds i
 against :data:`amazonia.export.contract.SIGNATURES`, the chip size being the Keras
 model's; then it runs both signatures on random input and on real test chips, compares
 them with the Keras model (predicting with the export's ``evaluate.tta``) and with each
-other, and runs ``saved_model_cli run`` once, as an outside client would.
+other, replays TF Serving's warmup file through the signatures it names, and runs
+``saved_model_cli run`` once, as an outside client would.
 
 Every check runs even when an earlier one failed (unless it needs that one's result),
 and a failure is a line in the report, not a traceback: the report says all that is
@@ -21,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -33,8 +35,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from amazonia.common.errors import AmazoniaError
 from amazonia.common.tf_errors import tf_error_message
-from amazonia.data.records.manifest import check_manifest
-from amazonia.data.records.schema import FEATURE_IMAGE, FEATURE_NAME, feature_spec
+from amazonia.export.chips import model_inputs, read_chips
 from amazonia.export.contract import (
     ASSETS_EXTRA,
     INPUT_BYTES,
@@ -49,9 +50,10 @@ from amazonia.export.contract import (
     load_assets,
 )
 from amazonia.export.saved_model import load_trained_model
+from amazonia.export.warmup import WARMUP_FILE, WarmupFileError, read_warmup_requests
 from amazonia.model import augment
 from amazonia.model.names import INPUT_NAME, OUTPUT_GROUND, OUTPUT_WEATHER
-from amazonia.model.preprocessing import model_input_size, preprocess, to_model_input
+from amazonia.model.preprocessing import model_input_size
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +161,7 @@ def run_smoke_check(
     run(f"{SIGNATURE_FLOAT} on random input", smoke.run_float_random, needs=["load", "keras model"])
     run(f"{SIGNATURE_FLOAT} on test chips", smoke.run_float_chips, needs=["load", "test chips"])
     run(f"{SIGNATURE_BYTES} on test chips", smoke.run_bytes_chips, needs=["load", "test chips"])
+    run("warmup requests", smoke.replay_warmup, needs=["load"])
     run(
         "saved model vs keras",
         smoke.compare_keras,
@@ -328,20 +331,13 @@ class _SmokeCheck:
         return f"{self.keras_path} ({self.keras_model.count_params()} parameters, {size} px chips)"
 
     def read_chips(self) -> str:
-        manifest = check_manifest(self.test_split)
-        if manifest.examples == 0:
+        chips = read_chips(self.test_split, limit=self.n_chips)
+        if not len(chips):
             raise _CheckFailed(f"{self.test_split} holds no chips; the smoke check needs at least one")
-        files = [str(self.test_split / s.file) for s in manifest.shards]
-        images, names = [], []
-        for record in tf.data.TFRecordDataset(files).take(self.n_chips):
-            example = tf.io.parse_single_example(record, feature_spec())
-            data = example[FEATURE_IMAGE]
-            # What training and evaluation feed the model from this chip.
-            images.append(to_model_input(preprocess(data, self.image_size)).numpy())
-            self.files.append(data.numpy())
-            names.append(example[FEATURE_NAME].numpy().decode())
-        self.chips = np.stack(images)
-        return f"{len(names)} chips from {self.test_split} ({names[0]}, ...)"
+        self.files = chips.files
+        # What training and evaluation feed the model from these chips.
+        self.chips = model_inputs(chips.files, self.image_size)
+        return f"{len(chips)} chips from {self.test_split} ({chips.names[0]}, ...)"
 
     # Running the signatures
 
@@ -362,6 +358,43 @@ class _SmokeCheck:
         detail = _check_outputs(outputs, len(batch))
         self.outputs[key] = outputs
         return detail
+
+    def replay_warmup(self) -> str:
+        """Every request of TF Serving's warmup file through the signature it names, as a
+        server replays them before the version answers."""
+        where = f"{WARMUP_FILE} of {self.dir}"
+        try:
+            requests = list(read_warmup_requests(self.dir))
+        except FileNotFoundError:
+            raise _CheckFailed(f"no {where}; rerun 'dvc repro export'") from None
+        except WarmupFileError as err:
+            raise _CheckFailed(f"{err} (in {self.dir}); rerun 'dvc repro export'") from None
+        counts = Counter(request.signature_name for request in requests)
+        cold = [name for name in SIGNATURES if not counts[name]]
+        if cold:
+            raise _CheckFailed(f"{where}: no request for {', '.join(cold)}, which would answer cold")
+        for index, request in enumerate(requests):
+            contract = SIGNATURES.get(request.signature_name)
+            if contract is None:
+                raise _CheckFailed(f"{where}: request {index} names signature {request.signature_name!r}")
+            if sorted(request.inputs) != sorted(contract.inputs):
+                raise _CheckFailed(
+                    f"{where}: request {index} ({request.signature_name}) has inputs "
+                    f"{', '.join(sorted(request.inputs))}, not {', '.join(sorted(contract.inputs))}"
+                )
+            what = f"{where}: request {index} ({request.signature_name})"
+            (rows,) = {len(value) for value in request.inputs.values()}
+            try:
+                result = self.loaded.signatures[request.signature_name](
+                    **{name: tf.constant(value) for name, value in request.inputs.items()}
+                )
+                _check_outputs({name: value.numpy() for name, value in result.items()}, rows)
+            except _CheckFailed as failure:
+                raise _CheckFailed(f"{what}: {failure}") from None
+            except Exception as err:  # whatever TensorFlow raises for inputs a signature refuses
+                raise _CheckFailed(f"{what}: {_describe_error(err)}") from None
+        shown = ", ".join(f"{counts[name]} {name}" for name in sorted(counts))
+        return f"{len(requests)} requests ({shown}) answered with finite outputs of the contract's shapes"
 
     # Comparing
 

@@ -9,7 +9,9 @@ most :data:`MAX_WARMUP_RECORDS` of them. Here every record is a ``predict_log`` 
 request names its signature and holds its inputs; reading takes TF Serving's other kinds
 of record too, and refuses what TF Serving refuses, in its words.
 
-Example, in the export stage (``inputs`` are numpy arrays with the batch dimension)::
+The export stage writes :func:`chip_requests` of the first test chips: real files through
+``serving_bytes`` and the same chips' pixels through ``serving_default``. Any requests can
+be written (``inputs`` are numpy arrays with the batch dimension)::
 
     write_warmup_requests(saved_model_dir, [
         WarmupRequest("serving_default", {"input_image": chips}),
@@ -20,7 +22,7 @@ Example, in the export stage (``inputs`` are numpy arrays with the batch dimensi
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +34,15 @@ from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 from amazonia.common.files import write_bytes_atomic
 from amazonia.common.tf_errors import tf_error_message
 from amazonia.data.records.tfrecord import frame
-from amazonia.export.contract import ASSETS_EXTRA, SIGNATURE_FLOAT, WARMUP_REQUESTS_ASSET, ExportError
+from amazonia.export.contract import (
+    ASSETS_EXTRA,
+    INPUT_BYTES,
+    SIGNATURE_BYTES,
+    SIGNATURE_FLOAT,
+    WARMUP_REQUESTS_ASSET,
+    ExportError,
+)
+from amazonia.model.names import INPUT_NAME
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +50,10 @@ log = logging.getLogger(__name__)
 MAX_WARMUP_RECORDS = 1000
 # As messages name it: relative to the version folder, never a path of the machine.
 WARMUP_FILE = f"{ASSETS_EXTRA}/{WARMUP_REQUESTS_ASSET}"
+# Test chips the export's file replays: oneDNN prepares its kernels per input shape, so
+# each signature gets a request of one chip (what an interactive client sends) and one of
+# all of them (a batch); about 1 MB of float pixels at 128 px.
+WARMUP_CHIPS = 4
 
 
 @dataclass(frozen=True)
@@ -80,6 +94,32 @@ def write_warmup_requests(saved_model_dir: Path | str, requests: Iterable[Warmup
     path = warmup_requests_path(saved_model_dir)
     write_bytes_atomic(path, b"".join(frame(record) for record in records))
     return path
+
+
+def chip_requests(files: Sequence[bytes], images: np.ndarray) -> list[WarmupRequest]:
+    """Warmup requests of real chips: ``serving_bytes`` with ``files`` (stored image files),
+    then ``serving_default`` with ``images``, the same chips' model input (float32
+    (n, S, S, 3)); for each, the first chip alone, then (if more) all of them as one batch.
+
+    Raises:
+        ExportError: no chip, or not as many images as files.
+    """
+    if not len(files) or len(files) != len(images):
+        raise ExportError(
+            f"{WARMUP_FILE}: {len(files)} chip files and {len(images)} images; warmup needs the "
+            "same chips, at least one, both ways"
+        )
+    encoded = np.array(list(files), dtype=object)
+    pixels = np.asarray(images, dtype=np.float32)
+    sizes = (1, len(files)) if len(files) > 1 else (1,)
+    return [
+        WarmupRequest(signature, {name: chips[:size]})
+        for signature, name, chips in (
+            (SIGNATURE_BYTES, INPUT_BYTES, encoded),
+            (SIGNATURE_FLOAT, INPUT_NAME, pixels),
+        )
+        for size in sizes
+    ]
 
 
 def _prediction_log(request: WarmupRequest) -> prediction_log_pb2.PredictionLog:

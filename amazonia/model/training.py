@@ -21,9 +21,12 @@ import json
 import logging
 import os
 import shutil
+import stat
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -31,14 +34,12 @@ import yaml
 
 from amazonia.common.errors import AmazoniaError
 from amazonia.common.files import TEMP_PREFIX, remove_path, write_json_atomic
+from amazonia.common.paths import CODE_DIRS
 from amazonia.data.records.manifest import read_manifest
 from amazonia.model import architectures, pretrained
 
 STATE_FILE = "state.json"
 DVC_YAML = Path("dvc.yaml")
-# Top folders of a stage's deps that hold code (the rest is data): their content is
-# part of the fingerprint, so a checkpoint of other code is never resumed.
-CODE_DEP_ROOTS = ("stages", "amazonia")
 # The variable a keras.random.SeedGenerator keeps its state in (Dropout has one).
 _RNG_STATE_NAME = "seed_generator_state"
 log = logging.getLogger(__name__)
@@ -79,7 +80,9 @@ def code_digest(stage: str, dvc_yaml: Path | str = DVC_YAML) -> str:
     path relative to the project root (``dvc_yaml``'s folder) and its content, in sorted
     path order; ``__pycache__`` folders and ``*.pyc`` files do not (Python writes them).
     So the digest changes whenever a code dep DVC watches changes, an added comment or
-    a new module included.
+    a new module included, and only then: those deps are exactly the files the stage can
+    run (tests/test_dvc_contract.py), so an edit to another stage's module keeps a
+    checkpoint.
 
     Raises:
         TrainingError: ``dvc_yaml`` is missing, has no such stage, or names a code dep
@@ -95,7 +98,7 @@ def code_digest(stage: str, dvc_yaml: Path | str = DVC_YAML) -> str:
         raise TrainingError(f"{dvc_yaml}: no stage {stage!r} under 'stages:'") from None
     files: set[str] = set()
     for dep in spec.get("deps", []):
-        if Path(dep).parts[0] not in CODE_DEP_ROOTS:
+        if Path(dep).parts[0] not in CODE_DIRS:
             continue
         path = root / dep
         if path.is_file():
@@ -165,11 +168,77 @@ def clear_checkpoints(directory: Path | str) -> None:
 
 
 def save_model_atomic(model: keras.Model, path: Path | str) -> None:
-    """Save ``model`` as a ``.keras`` file that appears whole or not at all."""
+    """Save ``model`` as a ``.keras`` file that appears whole or not at all, and whose bytes
+    are a function of the model alone (:func:`write_reproducible_keras`): the same
+    architecture, weights and optimizer state give the same file, so DVC sees an
+    unchanged output and the stages after it do not rerun."""
     path = Path(path)
+    saved = path.with_name(f"{TEMP_PREFIX}keras-{path.name}")
     tmp = path.with_name(TEMP_PREFIX + path.name)
-    model.save(tmp)
+    try:
+        model.save(saved)
+        write_reproducible_keras(saved, tmp)
+    finally:
+        saved.unlink(missing_ok=True)
     os.replace(tmp, path)
+
+
+def write_reproducible_keras(source: Path | str, dest: Path | str) -> None:
+    """Copy the ``.keras`` file ``source`` to ``dest`` without what changes from save to save.
+
+    What Keras writes that is not the model: the time of the save, as ``date_saved`` in
+    ``metadata.json`` (left out; Keras never reads it back) and as each zip entry's date
+    (set to the earliest a zip can hold); and in ``config.json``, objects the layers share,
+    numbered by their memory address (``shared_object_id``). Those numbers only pair equal
+    ones when loading, so they are renumbered 1, 2, ... in order of first appearance; and
+    dtype policies lose theirs: a policy is a value (its name), which a model Keras built
+    shares among its layers and a loaded one does not, so a resumed run's model would
+    otherwise differ from an uninterrupted one's. Entries go in name order, with Unix
+    permissions 0644 and their own compression. ``model.weights.h5`` is kept as it is:
+    h5py records no times by default (``track_times=False``), so its bytes follow the
+    weights and the optimizer state.
+    """
+    with zipfile.ZipFile(source) as archive_in, zipfile.ZipFile(dest, "w") as archive_out:
+        for entry in sorted(archive_in.infolist(), key=lambda info: info.filename):
+            info = zipfile.ZipInfo(entry.filename, date_time=_ZIP_EARLIEST)
+            info.compress_type = entry.compress_type
+            info.create_system = 3  # Unix, whatever system writes it
+            info.external_attr = (stat.S_IFREG | 0o644) << 16
+            info.file_size = entry.file_size  # for the zip64 choice, as in the source
+            if entry.filename in _REWRITTEN_JSON:
+                data = json.loads(archive_in.read(entry))
+                archive_out.writestr(info, json.dumps(_REWRITTEN_JSON[entry.filename](data)))
+                continue
+            with archive_in.open(entry) as reader, archive_out.open(info, "w") as writer:
+                shutil.copyfileobj(reader, writer, _COPY_CHUNK)
+
+
+def _without_save_date(metadata: dict) -> dict:
+    return {key: value for key, value in metadata.items() if key != "date_saved"}
+
+
+def _renumber_shared_objects(config: Any) -> Any:
+    numbers: dict[int, int] = {}
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        is_policy = node.get("module") == "keras" and str(node.get("class_name")).endswith("DTypePolicy")
+        return {
+            key: numbers.setdefault(value, len(numbers) + 1) if key == "shared_object_id" else walk(value)
+            for key, value in node.items()
+            if not (key == "shared_object_id" and is_policy)
+        }
+
+    return walk(config)
+
+
+# The earliest date a zip entry can hold (DOS time starts in 1980).
+_ZIP_EARLIEST = (1980, 1, 1, 0, 0, 0)
+_REWRITTEN_JSON = {"metadata.json": _without_save_date, "config.json": _renumber_shared_objects}
+_COPY_CHUNK = 1 << 20
 
 
 def mark_complete(directory: Path | str) -> None:
