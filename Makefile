@@ -5,6 +5,7 @@
 # make lock  : write requirements/*.txt (hashed) from pyproject.toml; UPGRADE=1: everything to its newest
 # make bench : benchmarks (numbers go into docs/benchmarks.md)
 # make bench-scale : the whole pipeline at Kaggle scale (40,479 chips) in a temporary copy
+# make bench-quality : test F2 of each architecture and augmentation at Kaggle scale, as DVC experiments (hours)
 # make serve : serve models/PlanetModel over TF Serving's REST API on 127.0.0.1:8501
 # make push / make pull : share DVC outputs through the configured remote
 # make report BASE=<rev> : markdown params/metrics diff, plots page and error gallery against BASE
@@ -16,7 +17,7 @@ UV      = $(BIN)/uv
 
 # The lock .venv gets: test for the goals that need the dev tools, else runtime (gpu with
 # GPU=1; beam with BEAM=1, for serialize.runner: beam).
-DEV_GOALS := test lint bench bench-scale
+DEV_GOALS := test lint bench bench-scale bench-quality
 LOCK := $(if $(filter $(DEV_GOALS),$(MAKECMDGOALS)),test,$(if $(filter 1,$(GPU)),gpu,$(if $(filter 1,$(BEAM)),beam,runtime)))
 ifeq ($(GPU),1)
 ifneq ($(filter $(DEV_GOALS),$(MAKECMDGOALS))$(filter 1,$(BEAM)),)
@@ -28,7 +29,7 @@ endif
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install run test bench bench-scale lint lock clean serve push pull report
+.PHONY: install run test bench bench-scale bench-quality lint lock clean serve push pull report
 
 install: $(STAMP)
 
@@ -81,6 +82,9 @@ bench: install
 
 bench-scale: install
 	$(BIN)/python -m bench scale
+
+bench-quality: install
+	$(BIN)/python -m bench quality
 
 serve: install
 	$(BIN)/amazonia serve

@@ -22,9 +22,10 @@ BENCHMARKS: tuple[str, ...] = (
 )
 # Run only when named: the whole pipeline at Kaggle scale (``make bench-scale``, minutes),
 # what decoder bombs cost TensorFlow (a minute), the threshold strategies on a trained
-# project (``BENCH_PROJECT``, default this checkout), and the training speed of every
-# train.architecture (minutes).
-ON_REQUEST: tuple[str, ...] = ("scale", "decoder_bombs", "thresholds", "architectures")
+# project (``BENCH_PROJECT``, default this checkout), the training speed of every
+# train.architecture (minutes), and model quality per configuration at Kaggle scale
+# (``make bench-quality``, hours).
+ON_REQUEST: tuple[str, ...] = ("scale", "decoder_bombs", "thresholds", "architectures", "quality")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -48,14 +49,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--scale-epochs", type=int, help="scale: train.epochs, 0 = params.yaml's (BENCH_SCALE_EPOCHS, 0)"
     )
+    parser.add_argument("--quality-n", type=int, help="quality: data.n_images (BENCH_QUALITY_N, 40479)")
+    parser.add_argument(
+        "--quality-configs", help="quality: configurations, comma-separated (BENCH_QUALITY_CONFIGS, all)"
+    )
+    parser.add_argument(
+        "--quality-epochs", type=int, help="quality: train.epochs of every run, 0 = each its own (0)"
+    )
+    parser.add_argument(
+        "--quality-image-size", type=int, help="quality: train.image_size of every run, 0 = each its own (0)"
+    )
+    parser.add_argument(
+        "--no-quality-thresholds",
+        dest="quality_thresholds",
+        action="store_const",
+        const=0,
+        help="quality: skip the threshold strategies' comparison on each run (BENCH_QUALITY_THRESHOLDS=0)",
+    )
     args = parser.parse_args(argv)
     known = BENCHMARKS + ON_REQUEST
     unknown = [n for n in args.names if n not in known]
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(known)}")
-    for option in ("n", "serialize_n", "mem_n", "seed", "repeats", "scale_n", "scale_epochs"):
+    zero_allowed = ("seed", "scale_epochs", "quality_epochs", "quality_image_size")
+    options = ("n", "serialize_n", "mem_n", "repeats", "scale_n", "quality_n", *zero_allowed)
+    for option in options:
         value = getattr(args, option)
-        if value is not None and value < (0 if option in ("seed", "scale_epochs") else 1):
+        if value is not None and value < (0 if option in zero_allowed else 1):
             parser.error(f"--{option.replace('_', '-')} {value}: too small")
     return args
 
@@ -74,6 +94,11 @@ def main(argv: list[str] | None = None) -> None:
         "repeats": args.repeats,
         "scale_n": args.scale_n,
         "scale_epochs": args.scale_epochs,
+        "quality_n": args.quality_n,
+        "quality_configs": args.quality_configs,
+        "quality_epochs": args.quality_epochs,
+        "quality_image_size": args.quality_image_size,
+        "quality_thresholds": args.quality_thresholds,
     }
     overrides = {k: v for k, v in given.items() if v is not None}
     settings = dataclasses.replace(Settings.from_env(), **overrides)

@@ -25,8 +25,8 @@ from bench.common import (
     machine_description,
     markdown_table,
     save_results,
+    tool_env,
 )
-from bench.scale import tool_env
 from bench.serialize import PROJECT_ROOT, SHARD_MB
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,9 @@ import json
 import logging
 import os
 import platform
+import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 import psutil
+import yaml
 
 from amazonia.common.files import atomic_dir, write_json_atomic
 from amazonia.data.kaggle import IMAGE_DIR, TAGS_CSV, image_path
@@ -28,7 +31,9 @@ from amazonia.data.labels import encode_tags, read_tags_csv
 
 log = logging.getLogger(__name__)
 
-WORK_DIR = Path(__file__).resolve().parent / ".work"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+WORK_DIR = PROJECT_ROOT / "bench" / ".work"
+BIN = Path(sys.executable).parent  # the virtualenv's: its python, dvc and amazonia
 CHIPSET_STAMP = "chipset.json"  # written last: a chip folder without it is incomplete
 
 
@@ -43,11 +48,16 @@ class Settings:
     repeats: int = 3  # timed runs per method; the median is reported (BENCH_REPEATS)
     scale_n: int = 40479  # data.n_images of the scale benchmark: Kaggle's labelled chips (BENCH_SCALE_N)
     scale_epochs: int = 0  # train.epochs of the scale benchmark; 0 = params.yaml's (BENCH_SCALE_EPOCHS)
+    quality_n: int = 40479  # data.n_images of the quality benchmark (BENCH_QUALITY_N)
+    quality_configs: str = ""  # its configurations, comma-separated; "" = all (BENCH_QUALITY_CONFIGS)
+    quality_epochs: int = 0  # train.epochs of every one; 0 = each its own (BENCH_QUALITY_EPOCHS)
+    quality_image_size: int = 0  # train.image_size of every one; 0 = each its own (BENCH_QUALITY_IMAGE_SIZE)
+    quality_thresholds: int = 1  # 1: compare the threshold strategies on each run (BENCH_QUALITY_THRESHOLDS)
 
     @classmethod
     def from_env(cls) -> Settings:
         """Defaults overridden by ``BENCH_N``, ``BENCH_SERIALIZE_N``, ``BENCH_MEM_N``, ``BENCH_SEED``,
-        ``BENCH_REPEATS``, ``BENCH_SCALE_N``, ``BENCH_SCALE_EPOCHS``."""
+        ``BENCH_REPEATS``, ``BENCH_SCALE_N``, ``BENCH_SCALE_EPOCHS`` and the ``BENCH_QUALITY_*`` above."""
         return cls(
             n=_env_int("BENCH_N", cls.n),
             serialize_n=_env_int("BENCH_SERIALIZE_N", cls.serialize_n),
@@ -56,6 +66,11 @@ class Settings:
             repeats=_env_int("BENCH_REPEATS", cls.repeats),
             scale_n=_env_int("BENCH_SCALE_N", cls.scale_n),
             scale_epochs=_env_int("BENCH_SCALE_EPOCHS", cls.scale_epochs, minimum=0),
+            quality_n=_env_int("BENCH_QUALITY_N", cls.quality_n),
+            quality_configs=os.environ.get("BENCH_QUALITY_CONFIGS", cls.quality_configs),
+            quality_epochs=_env_int("BENCH_QUALITY_EPOCHS", cls.quality_epochs, minimum=0),
+            quality_image_size=_env_int("BENCH_QUALITY_IMAGE_SIZE", cls.quality_image_size, minimum=0),
+            quality_thresholds=_env_int("BENCH_QUALITY_THRESHOLDS", cls.quality_thresholds, minimum=0),
         )
 
 
@@ -133,6 +148,66 @@ def warm_file_cache(paths: Iterable[Path]) -> int:
     for path in paths:
         total += len(Path(path).read_bytes())
     return total
+
+
+# --- project copies -------------------------------------------------------------------------
+
+
+def tool_env() -> dict[str, str]:
+    """Stages run ``python``: this virtualenv's, quiet TF and DVC, no progress bars."""
+    env = dict(os.environ)
+    env.update(
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        DVC_NO_ANALYTICS="1",
+        TF_CPP_MIN_LOG_LEVEL="2",
+        TQDM_DISABLE="1",
+        GIT_AUTHOR_NAME="bench",
+        GIT_AUTHOR_EMAIL="bench@example.com",
+        GIT_COMMITTER_NAME="bench",
+        GIT_COMMITTER_EMAIL="bench@example.com",
+    )
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def copy_project(dest: Path) -> Path:
+    """This checkout's tracked (and untracked, not ignored) files as a new git repository at
+    ``dest``, without ``dvc.lock``, so that every stage runs."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for rel in filter(None, listed.split("\0")):
+        src = PROJECT_ROOT / rel
+        if src.is_file() and rel != "dvc.lock":
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    env = tool_env()
+    for args in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
+        subprocess.run(args, cwd=dest, env=env, check=True, capture_output=True)
+    return dest
+
+
+def set_params(repo: Path, updates: dict) -> dict:
+    """Merge ``updates`` (nested) into ``repo``'s params.yaml; returns the params."""
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for section, values in updates.items():
+        params.setdefault(section, {}).update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return params
+
+
+def rarest_ground_labels(train_dir: Path, k: int) -> dict[str, int]:
+    """The ``k`` ground labels with the fewest positives in a serialized train split, rarest
+    first (ties by name), with their counts: the labels a model learns last."""
+    from amazonia.data.records.manifest import read_manifest
+    from amazonia.data.vocabulary import LABELS_GROUND
+
+    counts = read_manifest(train_dir).label_counts
+    return {label: counts[label] for label in sorted(LABELS_GROUND, key=lambda x: (counts[x], x))[:k]}
 
 
 # --- timing and memory ----------------------------------------------------------------------

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -28,25 +26,26 @@ import tempfile
 from pathlib import Path
 from typing import get_args
 
-import yaml
-
 from amazonia.common.params import TrainParams
 from amazonia.common.paths import RECORDS_DIR
 from amazonia.data.records.manifest import read_manifest
 from bench.common import (
+    BIN,
+    PROJECT_ROOT,
     Settings,
+    copy_project,
     cpu_busy_percent,
     machine_description,
     markdown_table,
     run_measured,
     save_results,
+    set_params,
     timer,
+    tool_env,
 )
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 STAGES = (
     "ingest",
     "encode_labels",
@@ -87,53 +86,6 @@ with Repo(".") as repo, repo.lock:
 print(json.dumps(parts))
 """
 SPEED_STEPS, SPEED_WARMUP = 120, 20  # timed batches per precision, after untimed ones
-
-
-def tool_env() -> dict[str, str]:
-    """Stages run ``python``: this virtualenv's, quiet TF and DVC, no progress bars."""
-    env = dict(os.environ)
-    env.update(
-        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-        DVC_NO_ANALYTICS="1",
-        TF_CPP_MIN_LOG_LEVEL="2",
-        TQDM_DISABLE="1",
-        GIT_AUTHOR_NAME="bench",
-        GIT_AUTHOR_EMAIL="bench@example.com",
-        GIT_COMMITTER_NAME="bench",
-        GIT_COMMITTER_EMAIL="bench@example.com",
-    )
-    env.pop("PYTHONPATH", None)
-    return env
-
-
-def copy_project(dest: Path) -> Path:
-    """This checkout's tracked (and untracked, not ignored) files as a new git repository at
-    ``dest``, without ``dvc.lock``, so that every stage runs."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    for rel in filter(None, listed.split("\0")):
-        src = PROJECT_ROOT / rel
-        if src.is_file() and rel != "dvc.lock":
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    env = tool_env()
-    for args in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
-        subprocess.run(args, cwd=dest, env=env, check=True, capture_output=True)
-    return dest
-
-
-def set_params(repo: Path, updates: dict) -> dict:
-    """Merge ``updates`` (nested) into ``repo``'s params.yaml; returns the params."""
-    path = repo / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    for section, values in updates.items():
-        params.setdefault(section, {}).update(values)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-    return params
 
 
 def time_command(args: list[str], repo: Path, repeats: int) -> list[float]:

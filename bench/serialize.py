@@ -202,7 +202,7 @@ def measure_kaggle_scale(chips: ChipSet) -> dict:
     ``labels.csv`` from the encode_labels stage; then ``python -m stages.serialize <split>``
     runs for each split, timed from process start to exit.
     """
-    from bench.scale import copy_project, tool_env  # the scale benchmark's project copy
+    from bench.common import copy_project, tool_env
 
     with tempfile.TemporaryDirectory(prefix="amazonia-serialize-", dir=WORK_DIR) as tmp:
         repo = copy_project(Path(tmp) / "repo")

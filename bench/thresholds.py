@@ -32,11 +32,18 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from bench.common import Settings, machine_description, markdown_table, save_results, timer
+from bench.common import (
+    PROJECT_ROOT,
+    Settings,
+    machine_description,
+    markdown_table,
+    rarest_ground_labels,
+    save_results,
+    timer,
+)
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RARE_LABELS = 5
 BOOTSTRAP_SAMPLES = 2000
 BOOTSTRAP_SEED = 0
@@ -60,7 +67,6 @@ def per_image_f2(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
 def compare(project: Path) -> dict:
     """Predict val and test in ``project``, then score every strategy on test."""
     from amazonia.common.paths import MODEL_KERAS, RECORDS_DIR
-    from amazonia.data.records.manifest import read_manifest
     from amazonia.data.vocabulary import LABELS_GROUND
     from amazonia.model.evaluation import predict_split
     from amazonia.model.metrics import THRESHOLD_STRATEGIES, choose_thresholds, predict_tags, score
@@ -73,8 +79,7 @@ def compare(project: Path) -> dict:
         val = predict_split(model, project / RECORDS_DIR / "val", tta)
         test = predict_split(model, project / RECORDS_DIR / "test", tta)
     log.info("predicted %d val and %d test chips in %.1f s", len(val[0]), len(test[0]), took.seconds)
-    counts = read_manifest(project / RECORDS_DIR / "train").label_counts
-    rare = sorted(LABELS_GROUND, key=lambda label: (counts[label], label))[:RARE_LABELS]
+    rare = rarest_ground_labels(project / RECORDS_DIR / "train", RARE_LABELS)
 
     truth = np.hstack(test[:2])
     per_image, results = {}, {}
@@ -102,7 +107,7 @@ def compare(project: Path) -> dict:
         "tta": tta,
         "val_images": len(val[0]),
         "test_images": len(test[0]),
-        "rare_labels": {label: counts[label] for label in rare},
+        "rare_labels": rare,
         "strategies": results,
     }
 
