@@ -33,5 +33,6 @@ def test_the_page_names_the_stages_a_key_reruns():
     text = render(ROOT / "dvc.yaml")
     rows = {line.split(" | ")[0].strip("| `"): line for line in text.splitlines() if line.startswith("| `")}
     assert "| `train` |" in rows["train.seed"]
+    assert "| `serialize` |" in rows["serialize.shard_mb"]  # a foreach stage, by its name
     assert "| `evaluate`, `export`, `smoke_check` |" in rows["evaluate.tta"]
     assert "| none |" in rows["runtime.workers"] and "| none |" in rows["serialize.runner"]
