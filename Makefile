@@ -9,6 +9,7 @@
 # make serve : serve models/PlanetModel over TF Serving's REST API on 127.0.0.1:8501
 # make push / make pull : share DVC outputs through the configured remote
 # make report BASE=<rev> : markdown params/metrics diff, plots page and error gallery against BASE
+# make docs  : write docs/params.md from the params schema (amazonia/common/params.py, amazonia/serving/params.py)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
@@ -29,7 +30,7 @@ endif
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install run test bench bench-scale bench-quality lint lock clean serve push pull report
+.PHONY: install run test bench bench-scale bench-quality lint lock clean serve push pull report docs
 
 install: $(STAMP)
 
@@ -110,6 +111,9 @@ lint: install
 	$(BIN)/zizmor --offline --persona=pedantic .github/workflows/
 	$(BIN)/deptry .
 	$(BIN)/deptry . --exclude '\.venv|\.git' --ignore DEP002,DEP004
+
+docs: install
+	$(BIN)/python -m amazonia.params_doc
 
 clean:
 	rm -rf $(VENV)

@@ -12,7 +12,13 @@ from amazonia.data.labels import (
     read_split_rows,
     read_tags_csv,
 )
-from amazonia.data.vocabulary import LABELS_GROUND, LABELS_WEATHER
+from amazonia.data.vocabulary import ALL_LABELS, LABELS_GROUND, LABELS_WEATHER
+
+# Hand-written rows in train_v2.csv's layout and the article's encoding of each
+# (tests/fixtures/README.md says how they were made and what they cover).
+FIXTURES = Path(__file__).parent / "fixtures"
+SAMPLE_TAGS = FIXTURES / "kaggle_tags_sample.csv"
+SAMPLE_ENCODED = FIXTURES / "kaggle_tags_sample_encoded.csv"
 
 
 def write_csv(tmp_path: Path, text: str) -> Path:
@@ -34,6 +40,21 @@ def test_encoding_matches_the_articles_rows(reference):
     for name, row in encoded.iterrows():
         assert row["weather_labels"] == expected.loc[name, "weather_labels"], name
         assert row["ground_labels"] == expected.loc[name, "ground_labels"], name
+
+
+def test_encoding_matches_the_articles_on_the_hand_written_sample():
+    table = read_tags_csv(SAMPLE_TAGS)
+    encoded = encode_tags(table, val=0.1, test=0.1, source=str(SAMPLE_TAGS))
+    expected = pd.read_csv(SAMPLE_ENCODED, dtype=str, keep_default_na=False)
+    got = encoded.table[["image_name", "weather_labels", "ground_labels"]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, expected)
+    assert encoded.dropped == [{"image_name": "handmade_50", "reason": "no weather tag"}]
+
+
+def test_the_hand_written_sample_covers_every_tag():
+    tags = {tag for text in read_tags_csv(SAMPLE_TAGS)["tags"] for tag in text.split()}
+    assert tags == set(ALL_LABELS)
+    assert len(pd.read_csv(SAMPLE_TAGS)) <= 100
 
 
 def test_vocabulary_is_alphabetical_as_in_the_article():

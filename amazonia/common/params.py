@@ -35,14 +35,28 @@ class _Section(BaseModel):
 
 
 class DataParams(_Section):
-    source: Literal["synthetic", "kaggle"] = "synthetic"
-    kaggle_dir: str = "data/kaggle"
-    n_images: int = Field(4000, gt=0)
-    seed: int = Field(42, ge=0, le=MAX_SEED)
-    # A train-jpg/ entry that is not a regular file inside kaggle_dir once symlinks are
-    # resolved (a link out of the download, a FIFO, a folder): stop (error) or leave it
-    # and its train_v2.csv row out of data/raw (skip). Nothing of it is read either way.
-    on_unsafe_chip: Literal["error", "skip"] = "error"
+    """Where the chips come from: stage ``ingest`` writes them to ``data/raw/``."""
+
+    source: Literal["synthetic", "kaggle"] = Field(
+        "synthetic",
+        description="`synthetic` (chips drawn with the real data's tag statistics) or `kaggle` "
+        "(the extracted download in `data.kaggle_dir`)",
+    )
+    kaggle_dir: str = Field(
+        "data/kaggle",
+        description="the extracted Kaggle download (`train_v2.csv`, `train-jpg/`); not empty",
+    )
+    n_images: int = Field(4000, gt=0, description="synthetic chips to generate")
+    seed: int = Field(
+        42, ge=0, le=MAX_SEED, description="the synthetic data's seed (numpy's seeding takes 0 to 2**32-1)"
+    )
+    on_unsafe_chip: Literal["error", "skip"] = Field(
+        "error",
+        description="a `train-jpg/` entry that is not a regular file inside `data.kaggle_dir` once "
+        "symlinks are resolved (a link out of the download, a FIFO, a folder): `error` stops, `skip` "
+        "leaves it and its `train_v2.csv` row out of `data/raw`; nothing of it is read either way "
+        "([Data](data.md))",
+    )
 
     @field_validator("kaggle_dir")
     @classmethod
@@ -56,12 +70,21 @@ class DataParams(_Section):
 
 
 class LabelsParams(_Section):
-    missing_weather: Literal["drop", "error"] = "drop"
+    """How stage ``encode_labels`` treats Kaggle's tags."""
+
+    missing_weather: Literal["drop", "error"] = Field(
+        "drop",
+        description="a row without a weather tag (real row `train_24448`): `drop` leaves it out and "
+        "lists it in `metrics/labels.json`, `error` stops",
+    )
 
 
 class SplitParams(_Section):
-    val: float = Field(0.1, ge=0, lt=1)
-    test: float = Field(0.1, ge=0, lt=1)
+    """The split of the chips, by a stable hash of ``image_name`` (adding chips moves none);
+    train gets the rest. Each fraction is over 0, and the two sum to under 1."""
+
+    val: float = Field(0.1, ge=0, lt=1, description="the share of chips that choose the ground thresholds")
+    test: float = Field(0.1, ge=0, lt=1, description="the share of chips that score the model")
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> SplitParams:
@@ -81,13 +104,31 @@ class SplitParams(_Section):
 
 
 class SerializeParams(_Section):
+    """How stage ``serialize`` writes each split's TFRecord shards."""
+
     # TensorFlow Datasets caps shards at 1 GiB; fractions of a MiB make tiny test shards.
-    shard_mb: float = Field(16, gt=0, le=1024)
-    on_bad_image: Literal["skip", "error"] = "skip"
+    shard_mb: float = Field(
+        16,
+        gt=0,
+        le=1024,
+        description="the target shard size in MiB (TensorFlow Datasets caps shards at 1 GiB)",
+    )
+    on_bad_image: Literal["skip", "error"] = Field(
+        "skip",
+        description="a chip that fails the pre-decode check ([Data](data.md#what-a-bad-chip-is)): "
+        "`skip` (listed in the manifest with its reason) or `error`",
+    )
     # How the shards are written, never what they hold (the same bytes either way): the
     # serialize stages do not declare these two, so changing them reruns nothing.
-    runner: Literal["local", "beam"] = "local"
-    beam_options: list[str] = Field(default_factory=list)  # passed to Beam verbatim
+    runner: Literal["local", "beam"] = Field(
+        "local",
+        description="who writes the shards: `local` (one process) or `beam` (Apache Beam); the same bytes",
+    )
+    beam_options: list[str] = Field(
+        default_factory=list,
+        description="Beam pipeline flags, one list item each (`--name=value`), passed verbatim, e.g. "
+        '`["--runner=DataflowRunner"]`',
+    )
 
     @model_validator(mode="after")
     def _beam_options_are_flags(self) -> SerializeParams:
@@ -110,23 +151,68 @@ MIN_IMAGE_SIZE = {name: 4 if name == "article" else 32 for name in ARCHITECTURES
 
 
 class TrainParams(_Section):
-    architecture: Architecture = "article"
-    weights: Literal["none", "imagenet"] = "none"  # imagenet: models/pretrained/<Keras's file>
-    image_size: int = Field(128, gt=0, le=4096)  # the model's input: chips are resized to S x S
-    augment: Literal["none", "d4"] = "d4"  # d4: one of the 8 flips/quarter turns per example
-    epochs: int = Field(10, gt=0)
-    batch_size: int = Field(32, gt=0)
-    learning_rate: float = Field(0.001, gt=0)
-    # With train.weights: imagenet, the first warmup_epochs train the heads on a frozen
-    # backbone at learning_rate, the rest everything at fine_tune_learning_rate.
-    warmup_epochs: int = Field(2, ge=0)
-    fine_tune_learning_rate: float = Field(0.0001, gt=0)
-    seed: int = Field(42, ge=0, le=MAX_SEED)
-    filters: int = Field(32, gt=0)  # article only
-    dense_units: int = Field(128, gt=0)  # article only
-    dropout: float = Field(0.2, ge=0, lt=1)
-    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = "mixed_bfloat16"  # Keras dtype policy
-    strategy: Literal["none", "mirrored", "multi_worker"] = "none"  # tf.distribute
+    """The network and how stage ``train`` fits it."""
+
+    architecture: Architecture = Field(
+        "article",
+        description="the article's network, or a Keras Applications backbone under the same two heads "
+        "([Architectures](pipeline.md#architectures))",
+    )
+    weights: Literal["none", "imagenet"] = Field(
+        "none",
+        description="`none` (random) or `imagenet`: a backbone starts from its Keras Applications file in "
+        "`models/pretrained/` ([Pretrained weights](team.md#pretrained-weights)); refused for `article`",
+    )
+    image_size: int = Field(
+        128,
+        gt=0,
+        le=4096,
+        description="pixels per side the model sees, as in the article: chips are resized to it in the "
+        "graph ([preprocessing](pipeline.md#training-evaluation-export)); at least 32 for a backbone, 4 "
+        "for `article`; the shards keep the chips as they are, so `serialize` does not rerun",
+    )
+    augment: Literal["none", "d4"] = Field(
+        "d4",
+        description="`d4`: each training example one of its 8 flips / quarter turns, drawn per "
+        "(seed, epoch, position)",
+    )
+    epochs: int = Field(10, gt=0, description="passes over the train split")
+    batch_size: int = Field(32, gt=0, description="examples per step")
+    learning_rate: float = Field(
+        0.001, gt=0, description="Adam's learning rate; with `imagenet`, the warm-up's"
+    )
+    warmup_epochs: int = Field(
+        2,
+        ge=0,
+        description="`imagenet` only: the first epochs train the heads on a frozen backbone at "
+        "`train.learning_rate` (at most `train.epochs`)",
+    )
+    fine_tune_learning_rate: float = Field(
+        0.0001,
+        gt=0,
+        description="`imagenet` only: the learning rate of the epochs after the warm-up, which train "
+        "everything but BatchNormalization",
+    )
+    seed: int = Field(
+        42,
+        ge=0,
+        le=MAX_SEED,
+        description="weights, shuffling and augmentation (`keras.utils.set_random_seed` takes 0 to 2**32-1)",
+    )
+    filters: int = Field(32, gt=0, description="`article` only: Conv2D filters, both blocks")
+    dense_units: int = Field(128, gt=0, description="`article` only: units of both Dense layers")
+    dropout: float = Field(
+        0.2, ge=0, lt=1, description="`article`: after each Dense; a backbone: after its pooling"
+    )
+    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = Field(
+        "mixed_bfloat16",
+        description="the Keras dtype policy while training (heads float32; inference always float32)",
+    )
+    strategy: Literal["none", "mirrored", "multi_worker"] = Field(
+        "none",
+        description="tf.distribute: `mirrored` uses every local GPU; `multi_worker` is refused "
+        "([Scaling out](scaling.md#scaling-out))",
+    )
 
     @model_validator(mode="after")
     def _architecture_fits(self) -> TrainParams:
@@ -151,16 +237,26 @@ class TrainParams(_Section):
 
 
 class EvaluateParams(_Section):
-    tta: Literal["none", "d4"] = "none"  # d4: average over the 8 flips/quarter turns (also exported)
-    thresholds: Literal["per_label", "fixed", "global", "shrunk", "cross_validated"] = "shrunk"
+    """How stage ``evaluate`` predicts and chooses the ground thresholds."""
+
+    tta: Literal["none", "d4"] = Field(
+        "none",
+        description="`d4`: predictions averaged over each chip's 8 flips / quarter turns, in evaluate "
+        "and inside the exported signatures (8x the compute per chip)",
+    )
+    thresholds: Literal["per_label", "fixed", "global", "shrunk", "cross_validated"] = Field(
+        "shrunk",
+        description="how the ground thresholds are chosen on val "
+        "([thresholds](pipeline.md#training-evaluation-export))",
+    )
 
 
 class RuntimeParams(_Section):
     """How stages run, never what they compute: no stage declares this section in
     dvc.yaml, so changing it reruns nothing (outputs are byte-identical for any value)."""
 
-    workers: int = Field(0, ge=0)  # processes for ingest; 0 = all cores
-    cache_decoded: bool = True  # train: keep decoded chips in memory when they fit
+    workers: int = Field(0, ge=0, description="processes for `ingest`; 0: all cores")
+    cache_decoded: bool = Field(True, description="`train`: keep decoded chips in memory when they fit")
 
 
 class BlessParams(_Section):
@@ -170,15 +266,36 @@ class BlessParams(_Section):
     clause off."""
 
     # The default run gains 0.28 over the baseline; one that gains under 0.05 learned little.
-    min_gain_over_baseline: float = Field(0.05, ge=-1, le=1)
+    min_gain_over_baseline: float = Field(
+        0.05,
+        ge=-1,
+        le=1,
+        description="a candidate's test F2 must reach the trivial baseline's plus this to be published "
+        "([blessing gate](pipeline.md#training-evaluation-export)); -1 turns the bar off",
+    )
     # Above the 0.005-0.008 between the default-scale trainings with and without d4
     # augmentation (docs/benchmarks.md); a re-export of the same model scores exactly the same.
-    max_drop_from_published: float = Field(0.01, ge=0, le=1)
+    max_drop_from_published: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="... and the published version's, scored now on the same test chips, minus this "
+        "(TFX's change threshold); 1 turns the bar off",
+    )
 
 
 class ExportParams(_Section):
-    model_name: str = Field("PlanetModel", pattern=r"^[A-Za-z0-9_.-]+$")
-    version: int = Field(1, gt=0, le=MAX_VERSION)
+    """The TF Serving folder stage ``export`` writes, and the gate before it is published."""
+
+    model_name: str = Field(
+        "PlanetModel", pattern=r"^[A-Za-z0-9_.-]+$", description="TF Serving's model name: `models/<name>/`"
+    )
+    version: int = Field(
+        1,
+        gt=0,
+        le=MAX_VERSION,
+        description="TF Serving's version folder (an int64): `models/<name>/<version>/`",
+    )
     bless: BlessParams = BlessParams()
 
 

@@ -28,38 +28,90 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*\.?")
 
 
-def _seconds(default: float) -> Any:
-    return Field(default, ge=MIN_SECONDS, le=MAX_SECONDS, allow_inf_nan=False)
+def _seconds(default: float, description: str) -> Any:
+    return Field(default, ge=MIN_SECONDS, le=MAX_SECONDS, allow_inf_nan=False, description=description)
 
 
 class ServeParams(BaseModel):
-    """``serve:`` of params.yaml; the comments say what each value bounds."""
+    """``serve:`` of params.yaml: the settings of ``amazonia serve`` (``make serve``)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    host: str = "127.0.0.1"  # an IP address or a host name; 0.0.0.0 for every interface
-    port: int = Field(8501, ge=1, le=65535)  # TF Serving's REST default
-    poll_seconds: float = _seconds(2.0)  # how often new version folders are looked for
+    host: str = Field(
+        "127.0.0.1", description="an IP address or a host name to listen on; `0.0.0.0` for every interface"
+    )
+    port: int = Field(8501, ge=1, le=65535, description="TCP port (8501: TF Serving's REST default)")
+    poll_seconds: float = _seconds(2.0, "how often new version folders are looked for")
     # Requests and the work they make:
-    max_body_mb: float = Field(32, ge=0.01, le=1024, allow_inf_nan=False)  # as sent, and once gunzipped
-    max_instances: int = Field(1024, ge=1, le=1_000_000)  # per request
+    max_body_mb: float = Field(
+        32,
+        ge=0.01,
+        le=1024,
+        allow_inf_nan=False,
+        description="a request's body, as sent and once gunzipped; larger are answered 413",
+    )
+    max_instances: int = Field(
+        1024, ge=1, le=1_000_000, description="instances per request; more are answered 400"
+    )
     max_request_pixels: int = Field(
-        4 * MAX_DECODED_PIXELS, ge=1, le=2**40
-    )  # decoded, all images of a request
-    decode_concurrency: int = Field(1, ge=1, le=256)  # model calls decoding large images at once
+        4 * MAX_DECODED_PIXELS,
+        ge=1,
+        le=2**40,
+        description="decoded pixels of all the images of a request (4 of 4096 x 4096); more are answered 400",
+    )
+    decode_concurrency: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="model calls decoding more than 1024 x 1024 pixels at once; the lightest waiting "
+        "goes first",
+    )
     # Connections (uvicorn's settings, and the timeouts and caps uvicorn lacks):
-    read_timeout_seconds: float = _seconds(30.0)  # for a request's head, then its body
-    write_timeout_seconds: float = _seconds(30.0)  # for an answer the client stopped taking
-    keep_alive_seconds: float = _seconds(5.0)  # idle between requests (timeout_keep_alive)
-    max_connections: int = Field(64, ge=1, le=65535)  # more at once are answered 503 (limit_concurrency)
-    max_header_kb: int = Field(16, ge=1, le=1024)  # request line + headers
-    max_unsent_kb: int = Field(1024, ge=16, le=1_048_576)  # answer bytes a connection has not taken
-    graceful_shutdown_seconds: float = _seconds(10.0)  # for requests under way on SIGTERM
+    read_timeout_seconds: float = _seconds(
+        30.0, "a request's head, then its body, must arrive within this (else closed, or 408)"
+    )
+    write_timeout_seconds: float = _seconds(
+        30.0, "answer bytes a client stopped taking are dropped after this"
+    )
+    keep_alive_seconds: float = _seconds(5.0, "idle time between requests (uvicorn's timeout_keep_alive)")
+    max_connections: int = Field(
+        64,
+        ge=1,
+        le=65535,
+        description="connections at once; more are answered 503 (uvicorn's limit_concurrency)",
+    )
+    max_header_kb: int = Field(
+        16, ge=1, le=1024, description="request line and headers; larger are answered 431"
+    )
+    max_unsent_kb: int = Field(
+        1024,
+        ge=16,
+        le=1_048_576,
+        description="answer bytes a client has not taken: a client this far behind is dropped when it "
+        "asks again",
+    )
+    graceful_shutdown_seconds: float = _seconds(
+        10.0, "on SIGTERM, requests under way get this long to finish (then 503)"
+    )
     # Model folders:
-    max_saved_model_mb: int = Field(256, ge=1, le=2047)  # saved_model.pb; protobuf's own limit is 2 GiB
+    max_saved_model_mb: int = Field(
+        256,
+        ge=1,
+        le=2047,
+        description="a version's `saved_model.pb`; larger is refused unread (protobuf's own limit is 2 GiB)",
+    )
     # Server-side batching (TF Serving's --enable_batching and --batching_parameters_file):
-    enable_batching: bool = False  # concurrent requests for one signature share model calls
-    batching_parameters_file: str = Field("", max_length=4096)  # BatchingParameters text; "": TF's defaults
+    enable_batching: bool = Field(
+        False,
+        description="TF Serving's `--enable_batching`: concurrent requests for one signature share "
+        "model calls ([batching](serving.md#server-side-batching))",
+    )
+    batching_parameters_file: str = Field(
+        "",
+        max_length=4096,
+        description='TF Serving\'s `--batching_parameters_file`, its `BatchingParameters` text; `""`: '
+        "its defaults",
+    )
 
     @field_validator("host")
     @classmethod
