@@ -111,6 +111,30 @@ def test_a_weights_file_in_keras_applications_format_loads_into_the_backbone(arc
     assert all(np.array_equal(a, b) for a, b in zip(read_keras_weights(path), written))
 
 
+def test_a_backbone_from_random_weights_averages_its_batch_statistics_at_0_9(tmp_path):
+    """Keras builds MobileNetV3 with a batch-norm momentum of 0.999: trained from random weights
+    for a few epochs its inference-mode outputs are constant (test F2 the baseline's). A
+    from-scratch backbone gets 0.9, kept through save and load; a pretrained one keeps Keras's."""
+    import keras
+
+    from amazonia.model.architectures import FROM_SCRATCH_BN_MOMENTUM, backbone_of, load_model
+    from amazonia.model.network import build_model
+    from amazonia.model.training import save_model_atomic
+
+    def momenta(model):
+        norms = [x for x in backbone_of(model).layers if isinstance(x, keras.layers.BatchNormalization)]
+        return {layer.momentum for layer in norms}
+
+    scratch = build_model(SIZE, "mobilenet_v3_small")
+    assert momenta(scratch) == {FROM_SCRATCH_BN_MOMENTUM}
+    save_model_atomic(scratch, tmp_path / "model.keras")
+    assert momenta(load_model(tmp_path / "model.keras", compile=False)) == {FROM_SCRATCH_BN_MOMENTUM}
+
+    path = tmp_path / pretrained.WEIGHTS["mobilenet_v3_small"].name
+    write_keras_weights("mobilenet_v3_small", path, seed=3)
+    assert momenta(build_model(SIZE, "mobilenet_v3_small", weights=path)) == {0.999}
+
+
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_params_smallest_input_size_is_the_networks(architecture):
     """MIN_IMAGE_SIZE (which params.py checks train.image_size against) is where the network
