@@ -245,7 +245,7 @@ class EvaluateParams(_Section):
         "and inside the exported signatures (8x the compute per chip)",
     )
     thresholds: Literal["per_label", "fixed", "global", "shrunk", "cross_validated"] = Field(
-        "shrunk",
+        "cross_validated",
         description="how the ground thresholds are chosen on val "
         "([thresholds](pipeline.md#training-evaluation-export))",
     )
