@@ -98,6 +98,7 @@ def test_a_missing_weights_file_is_one_line_naming_the_import_command(tmp_path):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("architecture", BACKBONES)
 def test_a_weights_file_in_keras_applications_format_loads_into_the_backbone(architecture, tmp_path):
     from amazonia.model.architectures import backbone_of
@@ -111,6 +112,7 @@ def test_a_weights_file_in_keras_applications_format_loads_into_the_backbone(arc
     assert all(np.array_equal(a, b) for a, b in zip(read_keras_weights(path), written))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_params_smallest_input_size_is_the_networks(architecture):
     """MIN_IMAGE_SIZE (which params.py checks train.image_size against) is where the network
