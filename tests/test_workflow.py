@@ -19,7 +19,17 @@ import pytest
 import yaml
 
 from amazonia import report
-from tests.conftest import BIN, ROOT, S3_ACCESS_KEY_ID, S3_BUCKET, S3_SECRET, copy_project, run, tool_env
+from tests.conftest import (
+    BIN,
+    ROOT,
+    S3_ACCESS_KEY_ID,
+    S3_BUCKET,
+    S3_SECRET,
+    copy_project,
+    ran_stages,
+    run,
+    tool_env,
+)
 
 WORKFLOW = ROOT / ".github/workflows/pr-report.yml"
 BASE_REF = "main"
@@ -315,7 +325,10 @@ def test_every_step_that_runs_succeeds_and_the_pipeline_runs_once(
         assert result.returncode == 0, f"step {step.get('name')!r}:\n{result.stdout}\n{result.stderr}"
         ran.append(step.get("name"))
         if step.get("name", "").startswith("Run the pipeline"):
-            assert "Running stage" not in result.stdout, "the stored run should be restored, not run again"
+            # Pulled, every output is there and nothing runs. From the run-cache, all but
+            # smoke_check's published folder, a persist output, which DVC never restores from
+            # it: smoke_check checks the restored candidate again and republishes it.
+            assert ran_stages(result.stdout) == (set() if remote else {"smoke_check"}), result.stdout
             assert json.loads(run([str(BIN / "dvc"), "status", "--json"], checkout).stdout) == {}
     pipeline = [name for name in ran if name.startswith("Run the pipeline")]
     assert len(pipeline) == 1, ran
