@@ -149,7 +149,7 @@ import sys
 from pathlib import Path
 import keras
 from amazonia.data.labels import label_map
-from amazonia.export.saved_model import export_saved_model, load_trained_model
+from amazonia.export.saved_model import export_saved_model, load_trained_model, warmup_from_split
 from amazonia.model.distribute import set_precision
 from amazonia.model.input_pipeline import load_split
 from amazonia.model.network import build_model, compile_model
@@ -169,7 +169,9 @@ for version, architecture in enumerate(architectures, 1):
     (work / architecture).mkdir()
     save_model_atomic(model, work / architecture / "model.keras")
     inference = load_trained_model(work / architecture / "model.keras")
-    export_saved_model(inference, work / "models/Backbones" / str(version), label_map(), thresholds)
+    warmup = warmup_from_split(inference, records / "test")  # as the export stage ships it
+    version_dir = work / "models/Backbones" / str(version)
+    export_saved_model(inference, version_dir, label_map(), thresholds, warmup=warmup)
 """
 
 
