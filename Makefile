@@ -1,6 +1,7 @@
 # make run   : set up .venv (requirements/runtime.txt) and run the whole pipeline (dvc repro) on the default data
 # make run GPU=1, make serve GPU=1 : the same with TensorFlow for NVIDIA GPUs (requirements/gpu.txt)
 # make test  : set up .venv with the test lock (runtime + Beam + dev tools) and run the test suite
+# make test-fast : the same, leaving out the tests marked slow (pipelines, training, servers): the edit loop
 # make lint  : ruff, ruff format --check, zizmor, deptry
 # make lock  : write requirements/*.txt (hashed) from pyproject.toml; UPGRADE=1: everything to its newest
 # make bench : benchmarks (numbers go into docs/benchmarks.md)
@@ -18,7 +19,7 @@ UV      = $(BIN)/uv
 
 # The lock .venv gets: test for the goals that need the dev tools, else runtime (gpu with
 # GPU=1; beam with BEAM=1, for serialize.runner: beam).
-DEV_GOALS := test lint bench bench-scale bench-quality
+DEV_GOALS := test test-fast lint bench bench-scale bench-quality
 LOCK := $(if $(filter $(DEV_GOALS),$(MAKECMDGOALS)),test,$(if $(filter 1,$(GPU)),gpu,$(if $(filter 1,$(BEAM)),beam,runtime)))
 ifeq ($(GPU),1)
 ifneq ($(filter $(DEV_GOALS),$(MAKECMDGOALS))$(filter 1,$(BEAM)),)
@@ -30,7 +31,7 @@ endif
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install run test bench bench-scale bench-quality lint lock clean serve push pull report docs
+.PHONY: install run test test-fast bench bench-scale bench-quality lint lock clean serve push pull report docs
 
 install: $(STAMP)
 
@@ -77,6 +78,9 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python -m bench

@@ -106,6 +106,18 @@ def ran_stages(output: str) -> set[str]:
 
 REFERENCE_FILES = ("KagglePlanetMCML.csv", "train_v2_head.csv")
 
+# Fixtures that run the pipeline, train or export a model (and what is built on them:
+# pipeline_copy, history_copy...), or serve one (a test module's own ``server`` too): a test
+# that asks for one, even through a fixture of its own, is slow, whether or not it says so.
+# ``make test-fast`` leaves the slow ones out.
+SLOW_FIXTURES = {"tiny_pipeline", "team_history", "exported", "server"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def reference() -> Path:
@@ -359,9 +371,10 @@ def kill_repro_when(
         proc.wait()
 
 
-def kill_train_after(repo: Path, min_epoch: int, timeout_s: float = 180) -> int:
-    """Start ``dvc repro train`` in ``repo``, kill -9 it (DVC and the stage) once
-    ``min_epoch`` epochs are checkpointed; the epochs its checkpoint holds."""
+def kill_train_after(repo: Path, min_epoch: int, timeout_s: float = 180, force: bool = False) -> int:
+    """Start ``dvc repro train`` (``force``: ``--force --single-item``, a run from scratch
+    after a finished one) in ``repo``, kill -9 it (DVC and the stage) once ``min_epoch``
+    epochs are checkpointed; the epochs its checkpoint holds."""
     state = repo / "models/checkpoints/state.json"
 
     def checkpointed() -> bool:
@@ -369,7 +382,8 @@ def kill_train_after(repo: Path, min_epoch: int, timeout_s: float = 180) -> int:
         current = json.loads(state.read_text()) if state.is_file() else {}
         return current.get("epoch", 0) >= min_epoch and not current["complete"]
 
-    kill_repro_when(repo, ["train"], checkpointed, f"a checkpoint of epoch {min_epoch}", timeout_s)
+    targets = ["--force", "--single-item", "train"] if force else ["train"]
+    kill_repro_when(repo, targets, checkpointed, f"a checkpoint of epoch {min_epoch}", timeout_s)
     return json.loads(state.read_text())["epoch"]
 
 

@@ -55,6 +55,7 @@ def test_a_random_view_depends_on_its_seed_alone_and_all_eight_are_drawn() -> No
     assert len(set(drawn)) == 8
 
 
+@pytest.mark.slow
 def test_tta_d4_is_the_mean_of_the_model_over_the_eight_views() -> None:
     keras.utils.set_random_seed(3)
     model = build_model(SIZE, filters=4, dense_units=8)
@@ -72,6 +73,7 @@ def test_tta_d4_is_the_mean_of_the_model_over_the_eight_views() -> None:
         augment.predict(model, images, "d8")
 
 
+@pytest.mark.slow
 def test_training_sees_each_chip_as_one_of_its_views_drawn_per_epoch_and_position(tmp_path: Path) -> None:
     files = {f"train_{i}": encode(chip(SIZE, seed=i), "PNG") for i in range(12)}
     split = write_split_of_files(tmp_path / "train", files, split="train", shards=3)

@@ -98,6 +98,7 @@ def test_a_missing_weights_file_is_one_line_naming_the_import_command(tmp_path):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("architecture", BACKBONES)
 def test_a_weights_file_in_keras_applications_format_loads_into_the_backbone(architecture, tmp_path):
     from amazonia.model.architectures import backbone_of
@@ -111,6 +112,7 @@ def test_a_weights_file_in_keras_applications_format_loads_into_the_backbone(arc
     assert all(np.array_equal(a, b) for a, b in zip(read_keras_weights(path), written))
 
 
+@pytest.mark.slow
 def test_a_backbone_from_random_weights_averages_its_batch_statistics_at_0_9(tmp_path):
     """Keras builds MobileNetV3 with a batch-norm momentum of 0.999: trained from random weights
     for a few epochs its inference-mode outputs are constant (test F2 the baseline's). A
@@ -135,6 +137,7 @@ def test_a_backbone_from_random_weights_averages_its_batch_statistics_at_0_9(tmp
     assert momenta(build_model(SIZE, "mobilenet_v3_small", weights=path)) == {0.999}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_params_smallest_input_size_is_the_networks(architecture):
     """MIN_IMAGE_SIZE (which params.py checks train.image_size against) is where the network
@@ -191,9 +194,9 @@ for version, architecture in enumerate(architectures, 1):
     (work / architecture).mkdir()
     save_model_atomic(model, work / architecture / "model.keras")
     inference = load_trained_model(work / architecture / "model.keras")
-    warmup = warmup_from_split(inference, records / "test")
-    folder = work / "models/Backbones" / str(version)
-    export_saved_model(inference, folder, label_map(), thresholds, warmup=warmup)
+    warmup = warmup_from_split(inference, records / "test")  # as the export stage ships it
+    version_dir = work / "models/Backbones" / str(version)
+    export_saved_model(inference, version_dir, label_map(), thresholds, warmup=warmup)
 """
 
 

@@ -21,6 +21,8 @@ from amazonia.data.records.writer import write_split  # noqa: E402
 from amazonia.data.synthetic.generate import generate_dataset  # noqa: E402
 from tests.conftest import S3_ACCESS_KEY_ID, S3_BUCKET, S3_SECRET, file_digests  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 N_CHIPS = 90
 SHAPE = dict(split="train", shard_mb=0.2)  # several shards
 IN_PROCESS = ["--direct_running_mode=in_memory"]

@@ -337,6 +337,7 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(stub: Stub, chip: Path
     assert stderr == b""
 
 
+@pytest.mark.slow
 def test_https_is_spoken_with_the_certificate_checked(tls_stub: Stub, chip: Path) -> None:
     trusted = run_predict(str(chip), "--url", tls_stub.url("good"), SSL_CERT_FILE=str(tls_stub.certificate))
     assert (trusted.returncode, trusted.stderr) == (0, "")
@@ -518,6 +519,7 @@ def test_a_request_refused_before_it_was_sent_whole_names_the_file(
 # --- the timeout bounds the whole request ---------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("scenario", "scheme"), [("trickle-all", "http"), ("trickle-body", "http"), ("trickle-all", "https")]
 )

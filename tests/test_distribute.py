@@ -36,6 +36,7 @@ def test_several_replicas_get_full_batches_split_evenly():
         validation_batch_size(32, 1, 2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_inference_runs_in_float32_with_the_trained_weights(architecture):
     """Every layer, those of a nested backbone (and ConvNeXt's nested stem) included, computes
@@ -70,17 +71,6 @@ def test_inference_runs_in_float32_with_the_trained_weights(architecture):
     assert keras.mixed_precision.global_policy().name == "float32"
 
 
-@pytest.mark.slow
-def test_mirrored_trains_the_tiny_pipeline_on_two_logical_cpu_devices(pipeline_copy):
-    repo = pipeline_copy
-    set_params(repo, {"train": {"strategy": "mirrored"}})
-    result = run([DVC, "repro"], repo, env_extra={"AMAZONIA_CPU_REPLICAS": "2", "AMAZONIA_LOG_LEVEL": "INFO"})
-    assert {"train", "evaluate", "export", "smoke_check"} <= ran_stages(result.stdout)
-    assert "mirrored over 2 logical CPU devices" in result.stdout + result.stderr
-    assert json.loads((repo / "metrics/train/metrics.json").read_text())["step"] == 1
-    assert json.loads((repo / "metrics/smoke.json").read_text())["passed"] is True
-
-
 def layer_policies(repo):
     code = (
         "import keras, json; m = keras.saving.load_model('models/model.keras'); "
@@ -90,9 +80,9 @@ def layer_policies(repo):
 
 
 @pytest.mark.slow
-def test_mixed_bfloat16_tiny_run_and_float32_pass_their_smoke_checks(tiny_pipeline, pipeline_copy):
-    """The tiny run trains in mixed_bfloat16 (the default) with float32 heads, and is
-    evaluated, exported and smoke-checked in float32; train.precision: float32 too."""
+def test_the_tiny_run_trains_in_mixed_bfloat16_with_float32_heads(tiny_pipeline):
+    """The default precision, mixed_bfloat16, with float32 heads; evaluated, exported and
+    smoke-checked in float32."""
     assert (
         yaml.safe_load((tiny_pipeline / "params.yaml").read_text())["train"]["precision"] == "mixed_bfloat16"
     )
@@ -101,10 +91,17 @@ def test_mixed_bfloat16_tiny_run_and_float32_pass_their_smoke_checks(tiny_pipeli
     assert any(name.startswith("conv2d") and p == "mixed_bfloat16" for name, p in policies.items())
     assert json.loads((tiny_pipeline / "metrics/smoke.json").read_text())["passed"] is True
 
+
+@pytest.mark.slow
+def test_mirrored_float32_trains_the_tiny_pipeline_on_two_logical_cpu_devices(pipeline_copy):
+    """train.strategy: mirrored over two logical CPU devices, and train.precision: float32
+    (every layer float32, the export within 1e-5 of Keras), in one retrain."""
     repo = pipeline_copy
-    set_params(repo, {"train": {"precision": "float32"}})
-    result = run([DVC, "repro"], repo)
-    assert {"train", "evaluate", "export", "smoke_check"} <= ran_stages(result.stdout)
+    set_params(repo, {"train": {"strategy": "mirrored", "precision": "float32"}})
+    result = run([DVC, "repro"], repo, env_extra={"AMAZONIA_CPU_REPLICAS": "2", "AMAZONIA_LOG_LEVEL": "INFO"})
+    assert ran_stages(result.stdout) == {"train", "evaluate", "export", "smoke_check"}
+    assert "mirrored over 2 logical CPU devices" in result.stdout + result.stderr
+    assert json.loads((repo / "metrics/train/metrics.json").read_text())["step"] == 1
     assert set(layer_policies(repo).values()) == {"float32"}
     smoke = json.loads((repo / "metrics/smoke.json").read_text())
     assert smoke["passed"] is True and max(smoke["max_abs_diff"].values()) <= 1e-5

@@ -336,6 +336,7 @@ STAGES = load_stages()
 # --- Tests -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_each_stage_depends_on_exactly_the_code_it_can_run(name: str) -> None:
     stage = STAGES[name]
@@ -433,6 +434,7 @@ def test_the_closure_follows_stages_init_lazy_and_relative_imports_and_named_dat
     ]
 
 
+@pytest.mark.slow
 def test_a_missing_or_extra_dep_line_is_named_and_write_puts_the_exact_ones() -> None:
     train = STAGES["train"]
     exact = exact_code_deps(code_closure(train.script))

@@ -271,6 +271,7 @@ def test_smoke_check_names_a_missing_or_broken_warmup_file(
     assert failed["warmup requests"].startswith(detail.format(dir=copy)), failed
 
 
+@pytest.mark.slow
 def test_smoke_check_passes_on_a_good_export(project: Path):
     with contextlib.chdir(project):
         smoke_stage.main()
@@ -295,6 +296,7 @@ def test_smoke_check_passes_on_a_good_export(project: Path):
     assert sorted(report["signatures"]["serve"]) == ["serving_bytes", "serving_default"]
 
 
+@pytest.mark.slow
 def test_smoke_check_fails_without_variables_and_still_writes_its_report(
     project: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ):
@@ -323,6 +325,7 @@ def test_smoke_check_fails_without_variables_and_still_writes_its_report(
     assert [p.name for p in (repo / PUBLISHED).parent.iterdir()] == [str(VERSION)]
 
 
+@pytest.mark.slow
 def test_smoke_check_names_a_wrong_output(project: Path, tmp_path: Path):
     inputs = keras.Input((SIZE, SIZE, 3), name=INPUT_NAME)
     features = keras.layers.GlobalAveragePooling2D()(inputs)
@@ -344,6 +347,7 @@ def test_smoke_check_names_a_wrong_output(project: Path, tmp_path: Path):
         report.raise_if_failed()
 
 
+@pytest.mark.slow
 def test_smoke_check_names_a_wrong_input_shape(project: Path, tmp_path: Path):
     export_saved_model(small_model(24), tmp_path / "24px" / "1", label_map(), THRESHOLDS)
 
@@ -370,6 +374,7 @@ def test_export_refuses_a_model_that_takes_no_square_chips_or_incomplete_thresho
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.slow
 def test_with_tta_d4_both_signatures_average_the_eight_views_as_the_keras_reference_does(
     project: Path, tmp_path: Path
 ):

@@ -312,6 +312,7 @@ def rows(raw):
     return encode_tags(read_tags_csv(raw / "train_v2.csv"), val=0.2, test=0.2).table
 
 
+@pytest.mark.slow
 def test_serialize_stores_chips_byte_for_byte_and_skips_bombs_with_their_reason(raw, tmp_path):
     manifest = write_split(rows(raw), raw, tmp_path / "train", split="train", shard_mb=16)
     reasons = {s["image_name"]: s["reason"] for s in manifest.skipped}

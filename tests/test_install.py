@@ -132,6 +132,7 @@ def installs(plan: str) -> list[str]:
         (["serve", "GPU=1"], "gpu"),
         (["install", "BEAM=1"], "beam"),
         (["test"], "test"),
+        (["test-fast"], "test"),
         (["lint"], "test"),
         (["run", "test"], "test"),
     ],

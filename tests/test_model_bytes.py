@@ -10,8 +10,11 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.conftest import ROOT, run_python, saved_arrays
+
+pytestmark = pytest.mark.slow
 
 # Builds the default network with fixed seeds, trains it one step (so the optimizer has
 # state) and saves it both ways; with a third argument, loads that file with Keras's own

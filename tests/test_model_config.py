@@ -360,6 +360,7 @@ def test_a_config_that_cannot_be_applied_is_logged_and_the_last_good_one_serves(
 # --- at start -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "config, message",
     [

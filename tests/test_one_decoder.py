@@ -41,6 +41,8 @@ from amazonia.model.network import build_model, compile_model
 from stages import evaluate as evaluate_stage
 from tests.image_corpus import VALID, chip, encode, write_split_of_files
 
+pytestmark = pytest.mark.slow
+
 SIZE = 48  # the model's input size here
 # Kaggle's 256 px chips, and sizes the resize does not divide (synthetic chips are >= 32 px).
 SOURCE_SIZES = {"same size": SIZE, "256 px": 256, "larger": 2 * SIZE + 7, "smaller": SIZE - 11}

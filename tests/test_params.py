@@ -208,6 +208,7 @@ def test_params_that_would_crash_a_stage_stop_it_in_one_line(project):
         assert not (project / "data/raw").exists()
 
 
+@pytest.mark.slow
 def test_a_stage_run_by_hand_refuses_a_key_given_twice(project):
     """``dvc repro`` refuses a duplicated key itself (ruamel.yaml); the stages, run by
     hand or by ``amazonia serve``, must not quietly take the last."""

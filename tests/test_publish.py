@@ -71,6 +71,7 @@ def test_a_first_publication_appears_whole_with_nothing_beside_it(tmp_path: Path
     assert [p.name for p in published.parent.iterdir()] == ["1"]
 
 
+@pytest.mark.slow
 def test_a_replaced_version_is_never_missing(tmp_path: Path) -> None:
     """Swapped by renameat2(RENAME_EXCHANGE): a watcher that looks as fast as it can
     never finds the version folder without its saved_model.pb."""

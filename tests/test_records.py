@@ -203,6 +203,7 @@ write_split(rows, raw, out, split="train", shard_mb=0.05)
 """
 
 
+@pytest.mark.slow
 def test_the_same_split_is_the_same_bytes_whatever_the_process_hash_seed(raw, tmp_path):
     """DVC caches serialize's outputs by content: two runs over the same chips must write
     byte-identical shards and manifest.json, skipped chips' reasons included."""

@@ -67,6 +67,7 @@ def predating(tmp_path: Path) -> Path:
     return repo
 
 
+@pytest.mark.slow
 def test_params_and_metrics_are_dvcs_own_tables(predating: Path) -> None:
     params = report.params_section("HEAD", predating)
     assert ["params.yaml", "train.epochs", "10", "3"] in rows("\n".join(params))
@@ -76,12 +77,14 @@ def test_params_and_metrics_are_dvcs_own_tables(predating: Path) -> None:
     assert rows("\n".join(metrics))[0] == ["Path", "Metric", "HEAD", "workspace", "Change"]
 
 
+@pytest.mark.slow
 def test_nothing_changed_says_so(tmp_path: Path) -> None:
     repo = copy_project(tmp_path / "repo")
     assert report.params_section("HEAD", repo) == ["## Params", "", "No params changed."]
     assert "No metrics changed." in report.metrics_section("HEAD", repo)
 
 
+@pytest.mark.slow
 def test_report_renders_against_a_base_that_predates_the_plots(predating: Path) -> None:
     stdout = make("report", predating, BASE="HEAD").stdout
     assert stdout.endswith((predating / "report.md").read_text())  # after make's echo of the command

@@ -1,10 +1,10 @@
 """Exact resume of the train stage: what a checkpoint is tied to, and what each epoch draws.
 
-A resumed run must end with an uninterrupted run's weights (tests/test_model_pipeline.py
-checks that under real ``dvc repro`` and kill -9); here, the pieces it rests on: the
-fingerprint follows the code deps in dvc.yaml, an epoch's batches (their d4 views too)
-and dropout masks depend on (seed, epoch) alone, and a checkpoint brings back DVCLive's folder as it was
-after its epoch.
+A resumed run must end with an uninterrupted run's weights: the last test checks that under
+real ``dvc repro`` and kill -9 (the suite's one kill test of the train stage); the others, the
+pieces it rests on: the fingerprint follows the code deps in dvc.yaml, an epoch's batches
+(their d4 views too) and dropout masks depend on (seed, epoch) alone, and a checkpoint brings
+back DVCLive's folder as it was after its epoch.
 """
 
 from __future__ import annotations
@@ -240,29 +240,6 @@ def test_a_checkpoint_brings_back_dvclives_folder_of_its_epoch(tmp_path):
     assert training.load_checkpoint(checkpoints, {"run": 1}) is None  # a finished run trains again
 
 
-# --- Under real dvc repro and kill -9 ----------------------------------------------------
-
-
-@pytest.mark.slow
-def test_a_code_edit_discards_the_checkpoint(pipeline_copy):
-    repo = pipeline_copy
-    set_params(repo, {"train": {"epochs": 20}})
-    state = repo / "models/checkpoints/state.json"
-    done = kill_train_after(repo, min_epoch=2)
-    assert 2 <= done < 20
-    killed_code = json.loads(state.read_text())["fingerprint"]["code"]
-
-    # A comment only: DVC sees a changed dep, so the checkpoint is of other code.
-    with open(repo / "amazonia/model/network.py", "a") as module:
-        module.write("# edited after the kill\n")
-    result = run([DVC, "repro", "train"], repo)
-    assert first_epoch(result.stdout) == 1, "a code edit must start training from scratch"
-    final = json.loads(state.read_text())
-    assert final["epoch"] == 20 and final["complete"] is True
-    assert final["fingerprint"]["code"] != killed_code
-    assert json.loads((repo / "metrics/train/metrics.json").read_text())["step"] == 19
-
-
 # --- Warm-up, then fine-tuning: phases a checkpoint knows ---------------------------------
 
 
@@ -305,18 +282,23 @@ def test_a_checkpoint_continues_its_phase_only_from_inside_it():
 
 
 @pytest.mark.slow
-def test_a_run_killed_in_the_warm_up_at_its_end_and_in_fine_tuning_resumes_bit_for_bit(pipeline_copy):
-    """Three kill -9s: inside the warm-up (the frozen backbone's optimizer state resumes),
-    at the warm-up's last checkpoint (fine-tuning starts as it would have), inside the
-    fine-tuning; the end is an uninterrupted run's weights, optimizer state and curves."""
+def test_a_killed_run_resumes_bit_for_bit_and_a_code_edit_discards_the_checkpoint(pipeline_copy):
+    """The one kill -9 test of the train stage. Three kills: inside the warm-up (the frozen
+    backbone's optimizer state resumes), at the warm-up's last checkpoint (fine-tuning starts
+    as it would have), inside the fine-tuning; each ``dvc repro`` resumes after the last
+    finished epoch. Then a run killed after its first epoch, and a comment added to the
+    trainer's code: DVC sees a changed dep, the checkpoint is of other code, training starts
+    from scratch, uninterrupted, and ends with the resumed run's weights, optimizer state and
+    DVCLive curves, bit for bit."""
     from amazonia.model.pretrained import WEIGHTS
     from tests.conftest import saved_arrays, write_keras_weights
 
     repo = pipeline_copy
-    warmup, epochs = 6, 12
+    warmup, epochs = 3, 6
     write_keras_weights(
         "mobilenet_v3_small", repo / "models/pretrained" / WEIGHTS["mobilenet_v3_small"].name, 1
     )
+    # Augmented: what each epoch draws (order, views, dropout) must not depend on the kills.
     set_params(
         repo,
         {
@@ -325,25 +307,34 @@ def test_a_run_killed_in_the_warm_up_at_its_end_and_in_fine_tuning_resumes_bit_f
                 "weights": "imagenet",
                 "epochs": epochs,
                 "warmup_epochs": warmup,
+                "augment": "d4",
             }
         },
     )
     state = repo / "models/checkpoints/state.json"
-    kills = [kill_train_after(repo, min_epoch=2)]
+    kills = [kill_train_after(repo, min_epoch=1)]
     assert json.loads(state.read_text())["phase"] == "warm_up" and kills[0] < warmup
     # Fine-tuning's first epoch waits on a new trace: the kill lands on the warm-up's end.
     kills.append(kill_train_after(repo, min_epoch=warmup))
-    kills.append(kill_train_after(repo, min_epoch=max(kills) + 2))
+    kills.append(kill_train_after(repo, min_epoch=max(kills) + 1))
     assert json.loads(state.read_text())["phase"] == "fine_tune" and warmup < kills[2] < epochs
     result = run([DVC, "repro", "train"], repo)
-    assert first_epoch(result.stdout) == kills[2] + 1
+    assert first_epoch(result.stdout) == kills[2] + 1, "training should resume after the last finished epoch"
+    final = json.loads(state.read_text())
+    assert final == {**final, "epoch": epochs, "complete": True}
     live = repo / "metrics/train"
     resumed, resumed_live = saved_arrays(repo / "models/model.keras"), folder_texts(live)
 
-    result = run([DVC, "repro", "--force", "--single-item", "train"], repo)
-    assert first_epoch(result.stdout) == 1
+    kill_train_after(repo, min_epoch=1, force=True)
+    killed_code = json.loads(state.read_text())["fingerprint"]["code"]
+    with open(repo / "amazonia/model/network.py", "a") as module:
+        module.write("# edited after the kill\n")
+    result = run([DVC, "repro", "train"], repo)
+    assert first_epoch(result.stdout) == 1, "a code edit must start training from scratch"
+    assert json.loads(state.read_text())["fingerprint"]["code"] != killed_code
     uninterrupted = saved_arrays(repo / "models/model.keras")
     assert resumed.keys() == uninterrupted.keys()
+    assert any(name.startswith("optimizer/") for name in resumed), "Adam's state must be saved"
     assert [name for name in resumed if not np.array_equal(resumed[name], uninterrupted[name])] == []
     assert resumed_live == folder_texts(live)
     assert len(resumed_live["plots/metrics/train/loss.tsv"].splitlines()) == 1 + epochs

@@ -21,6 +21,7 @@ def reference_frequencies(reference) -> dict[str, float]:
     return dict(zip(ALL_LABELS, np.concatenate([weather.mean(0), ground.mean(0)])))
 
 
+@pytest.mark.slow
 def test_tag_frequencies_match_the_real_data(reference):
     tag_sets = sample_tag_sets(5000, seed=123)
     counts = Counter(t for tags in tag_sets for t in tags)
@@ -77,6 +78,7 @@ generate_dataset(sys.argv[1], int(sys.argv[2]), seed=9, workers=int(sys.argv[3])
 """
 
 
+@pytest.mark.slow
 def test_generated_folder_is_the_same_bytes_whatever_the_process_hash_seed_and_workers(tmp_path):
     """The ingest stage's output is cached by content: chips and train_v2.csv must not
     depend on the process (hash seed) or on how chips are spread over workers."""

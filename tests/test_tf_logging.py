@@ -103,6 +103,7 @@ def test_an_exception_while_tensorflow_loads_shows_its_whole_traceback(tmp_path:
     assert INFO not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_stage_that_fails_after_loading_tensorflow_shows_its_error_and_nothing_else(project: Path) -> None:
     """stages.export loads TensorFlow, then finds no trained model: the one-line error is
     all of stderr."""
