@@ -101,7 +101,8 @@ def test_a_candidate_is_blessed_when_it_reaches_every_bar(
             judged.raise_if_refused()
 
 
-def test_a_refusal_names_each_bar_missed_its_numbers_and_its_param() -> None:
+def test_a_refusal_names_each_bar_missed_its_numbers_and_its_param(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the verdict's paths are relative: no published folder here
     both = verdict(0.0, 0.7292, 0.6748, min_gain_over_baseline=-0.4, max_drop_from_published=0.3)
     with pytest.raises(RefusedError) as refused:
         both.raise_if_refused()

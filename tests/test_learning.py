@@ -3,6 +3,8 @@ clearly above the trivial baseline's, as the evaluate stage computes both."""
 
 from __future__ import annotations
 
+import pytest
+
 from amazonia.common.params import EvaluateParams, TrainParams
 from amazonia.data.kaggle import TAGS_CSV
 from amazonia.data.labels import SPLITS, encode_tags, read_tags_csv
@@ -19,6 +21,7 @@ TRAIN = TrainParams(image_size=32, epochs=6, batch_size=16, seed=SEED, precision
 MIN_GAIN = 0.08
 
 
+@pytest.mark.slow
 def test_the_trained_model_beats_the_trivial_baseline(tmp_path):
     raw, records = tmp_path / "raw", tmp_path / "records"
     generate_dataset(raw, CHIPS, SEED, workers=1)
