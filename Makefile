@@ -76,11 +76,14 @@ lock: | $(UV)
 run: install
 	$(BIN)/dvc repro
 
+# pytest-xdist: one worker per core (at most 4: each builds its own session fixtures and holds
+# TensorFlow); a file's tests stay on one worker, so its module fixtures are built once.
+XDIST = -n auto --maxprocesses 4 --dist loadfile
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python -m bench
