@@ -300,7 +300,7 @@ def test_ragged_lists_name_the_level_and_size(server: Server) -> None:
     )
     strings = {"signature_name": SIGNATURE_BYTES, "inputs": {INPUT_BYTES: [["a", "b"], ["c"]]}}
     status, message = _error(_post(server, ":predict", json.dumps(strings).encode()))
-    assert status == 400 and "Encountered list at unexpected size: 1 at level: 1" in message  # was a 500
+    assert status == 400 and "Encountered list at unexpected size: 1 at level: 1" in message
 
 
 # --- connections ------------------------------------------------------------------------------
@@ -667,7 +667,7 @@ def _animated_webp(alpha: bool) -> bytes:
 
 def test_an_animated_webp_without_alpha_is_400_not_a_crashed_server(server: Server) -> None:
     # TensorFlow's decode_image(channels=0) corrupts its heap on these ("free(): corrupted
-    # unsorted chunks"): one request used to abort amazonia serve.
+    # unsorted chunks"): one such request would abort the process if it reached TensorFlow.
     opaque = base64.b64encode(_animated_webp(alpha=False)).decode()
     status, message = _error(_post(server, ":predict", _bytes_body(opaque)))
     assert status == 400 and message.startswith(f"input 'image_bytes': {ANIMATED_WITHOUT_ALPHA}")

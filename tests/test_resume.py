@@ -189,7 +189,7 @@ def test_an_epochs_batches_do_not_depend_on_the_epochs_before_or_the_cache(tiny_
 @pytest.mark.slow
 def test_train_seed_0_shuffles_like_any_other_seed(tiny_pipeline):
     # TensorFlow special-cases a global seed of 0 by comparing the op seed with 0 in
-    # Python: a seed tensor there used to stop training with OperatorNotAllowedInGraphError.
+    # Python: a seed tensor there stops training with OperatorNotAllowedInGraphError.
     import keras
 
     from amazonia.model.input_pipeline import batches_per_epoch, load_epochs

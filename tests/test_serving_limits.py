@@ -176,7 +176,7 @@ def test_clients_that_never_read_lose_their_slots_and_others_are_answered(limits
 
 def test_a_request_cut_off_by_shutdown_is_503_without_a_traceback(limits_server: Server) -> None:
     # The last test of the module: it stops the server. A request still running when the
-    # grace period ends was answered 500, and its cancellation logged as a traceback.
+    # grace period ends must get a 503, and its cancellation no traceback in the log.
     sock = socket.create_connection(("127.0.0.1", limits_server.port), timeout=SOCKET_WAIT_S)
     sock.sendall(
         f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n".encode()
