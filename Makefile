@@ -42,9 +42,11 @@ $(STAMP): $(VENV)/.installed-$(LOCK)
 # A lock, hashes checked, and the package itself from the tree. tensorflow-cpu and tensorflow
 # (GPU) are one set of files: the lock's replaces the other. Installing a lock drops the other
 # locks' stamps, so going back installs that one again (uv: a second or two when nothing changed).
+# --compile-bytecode: uv writes no .pyc, and where PYTHONDONTWRITEBYTECODE is set (CI images,
+# containers) every process would compile TensorFlow's sources again: 11.6 s to import it, not 4.5.
 $(VENV)/.installed-%: requirements/%.txt pyproject.toml | $(UV)
 	$(UV) pip uninstall --quiet --python $(BIN)/python $(if $(filter gpu,$*),tensorflow-cpu,tensorflow)
-	$(UV) pip install --quiet --python $(BIN)/python --require-hashes --no-deps -r $<
+	$(UV) pip install --quiet --python $(BIN)/python --compile-bytecode --require-hashes --no-deps -r $<
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
 	rm -f $(VENV)/.installed-*
 	touch $@
