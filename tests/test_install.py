@@ -143,7 +143,7 @@ def test_each_goal_installs_its_lock_hash_checked_and_the_package_without_depend
     plan = planned(fresh_clone, *goal)
     assert plan.returncode == 0, plan.stderr
     assert installs(plan.stdout) == [
-        f"--quiet --python --require-hashes --no-deps -r requirements/{lock}.txt",
+        f"--quiet --python --compile-bytecode --require-hashes --no-deps -r requirements/{lock}.txt",
         "--quiet --python --no-deps --no-build-isolation -e .",
     ]
     # uv itself comes from its hashed lock, through the virtualenv's pip.
