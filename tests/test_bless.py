@@ -237,6 +237,25 @@ def test_a_published_version_that_does_not_load_is_no_bar_and_the_verdict_says_w
     assert [bar.param for bar in judged.bars] == [GAIN]
 
 
+def test_a_candidate_that_cannot_be_scored_stops_the_gate_naming_it(pipeline_copy: Path) -> None:
+    repo = pipeline_copy
+    (repo / CANDIDATE / "saved_model.pb").write_bytes(b"not a SavedModel")
+
+    with pytest.raises(BlessError) as stopped:
+        judge(
+            repo / CANDIDATE,
+            models_dir=repo / MODELS_DIR,
+            model_name=MODEL,
+            version=1,
+            test_split=repo / RECORDS_DIR / "test",
+            eval_json=repo / EVAL_JSON,
+            bless=BlessParams(**TINY_BLESS),
+        )
+    assert str(stopped.value).startswith(
+        f"cannot score candidate {repo / CANDIDATE} on {repo / RECORDS_DIR / 'test'}: "
+    ), stopped.value
+
+
 # --- Under dvc repro -----------------------------------------------------------------------------
 
 
