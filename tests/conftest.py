@@ -3,6 +3,7 @@ git + DVC repositories in which tests run real ``dvc repro``."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -33,7 +34,7 @@ BIN = Path(sys.executable).parent
 TINY_PARAMS = {
     "data": {"n_images": 60, "seed": 7},
     "serialize": {"shard_mb": 0.05},
-    "runtime": {"workers": 2},
+    "runtime": {"workers": 1},  # in-process; several: tests/test_pipeline.py's same-bytes test
     "train": {"image_size": 32, "epochs": 2, "batch_size": 16},
     # Two epochs on 48 chips do not beat the trivial baseline on 5 test chips (F2 0.67 against
     # 0.73), and the tests' retrains (another size, learning rate, precision, threshold
@@ -168,14 +169,39 @@ def project(tmp_path: Path) -> Path:
     return repo
 
 
-@pytest.fixture(scope="session")
-def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One tiny run of the whole pipeline, shared by read-only tests."""
-    repo = copy_project(tmp_path_factory.mktemp("pipeline") / "repo")
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """A repository ``build(repo)`` makes once per test run, whichever pytest-xdist worker asks
+    first (the others wait for it), copied with what the build wrote beside it into this
+    worker's own temporary folder.
+
+    The copy keeps two workers' DVC commands out of each other's repository lock; the build
+    runs once for all of them (a tiny pipeline costs a minute of CPU)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / f"built-once-{name}"
+    shared.mkdir(exist_ok=True)
+    with (shared / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (shared / "built").is_file():
+            shutil.rmtree(shared / "work", ignore_errors=True)
+            (shared / "work").mkdir()
+            build(shared / "work" / "repo")
+            (shared / "built").touch()
+    work = tmp_path_factory.mktemp(name)
+    shutil.copytree(shared / "work", work, symlinks=True, dirs_exist_ok=True)
+    return work / "repo"
+
+
+def build_tiny_pipeline(repo: Path) -> None:
+    copy_project(repo)
     set_params(repo, TINY_PARAMS)
     run(["git", "commit", "-qam", "tiny params"], repo)
     run([str(BIN / "dvc"), "repro"], repo)
-    return repo
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny run of the whole pipeline, shared by read-only tests."""
+    return built_once(tmp_path_factory, "pipeline", build_tiny_pipeline)
 
 
 @pytest.fixture
@@ -211,20 +237,26 @@ def commit_all(repo: Path, message: str) -> None:
     assert not left, f"{repo}: files neither committed nor ignored:\n{left}"
 
 
+HISTORY_IMAGE_SIZE = 24  # team_history's HEAD: the tiny run's 32 px, changed
+HEAD_RUN = "head-run.txt"
+
+
 @pytest.fixture(scope="session")
 def team_history(tiny_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two committed tiny runs whose train params differ (read-only; copy it to change it).
 
     HEAD~1: the tiny run, with dvc.lock and metrics committed (the team's baseline);
-    HEAD: ``train.learning_rate`` 0.001 -> 0.003, rerun. The DVC cache and the run-cache
-    hold both runs."""
-    repo = tmp_path_factory.mktemp("history") / "repo"
-    shutil.copytree(tiny_pipeline, repo, symlinks=True)
-    commit_all(repo, "baseline: tiny run")
-    set_params(repo, {"train": {"learning_rate": 0.003}})
-    run([str(BIN / "dvc"), "repro"], repo)
-    commit_all(repo, "train: learning rate 0.003")
-    return repo
+    HEAD: ``train.image_size`` 32 -> 24, rerun (its ``dvc repro`` output: ``HEAD_RUN`` beside
+    the repository). The DVC cache and the run-cache hold both runs."""
+
+    def build(repo: Path) -> None:
+        shutil.copytree(tiny_pipeline, repo, symlinks=True)
+        commit_all(repo, "baseline: tiny run")
+        set_params(repo, {"train": {"image_size": HISTORY_IMAGE_SIZE}})
+        (repo.parent / HEAD_RUN).write_text(run([str(BIN / "dvc"), "repro"], repo).stdout)
+        commit_all(repo, f"train: image size {HISTORY_IMAGE_SIZE}")
+
+    return built_once(tmp_path_factory, "history", build)
 
 
 @pytest.fixture

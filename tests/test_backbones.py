@@ -276,16 +276,9 @@ def test_amazonia_serve_answers_every_architecture_through_both_signatures(
 
 
 def trained_backbone(repo: Path) -> list[np.ndarray]:
-    code = (
-        "import json, sys; from amazonia.model.architectures import backbone_of, load_model; "
-        "import numpy as np; np.save(sys.argv[1], np.array(backbone_of(load_model('models/model.keras'))"
-        ".get_weights(), dtype=object), allow_pickle=True)"
-    )
-    out = repo / "backbone.npy"
-    run_python(code, out, cwd=repo)
-    arrays = list(np.load(out, allow_pickle=True))
-    out.unlink()
-    return arrays
+    from amazonia.model.architectures import backbone_of, load_model
+
+    return backbone_of(load_model(repo / "models/model.keras")).get_weights()
 
 
 def same_arrays(a: list[np.ndarray], b: list[np.ndarray]) -> bool:

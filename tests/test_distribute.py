@@ -95,13 +95,13 @@ def test_the_tiny_run_trains_in_mixed_bfloat16_with_float32_heads(tiny_pipeline)
 @pytest.mark.slow
 def test_mirrored_float32_trains_the_tiny_pipeline_on_two_logical_cpu_devices(pipeline_copy):
     """train.strategy: mirrored over two logical CPU devices, and train.precision: float32
-    (every layer float32, the export within 1e-5 of Keras), in one retrain."""
+    (every layer float32), in one retrain. (A float32 model's export and smoke check:
+    tests/test_export.py.)"""
     repo = pipeline_copy
     set_params(repo, {"train": {"strategy": "mirrored", "precision": "float32"}})
-    result = run([DVC, "repro"], repo, env_extra={"AMAZONIA_CPU_REPLICAS": "2", "AMAZONIA_LOG_LEVEL": "INFO"})
-    assert ran_stages(result.stdout) == {"train", "evaluate", "export", "smoke_check"}
+    env = {"AMAZONIA_CPU_REPLICAS": "2", "AMAZONIA_LOG_LEVEL": "INFO"}
+    result = run([DVC, "repro", "train"], repo, env_extra=env)
+    assert ran_stages(result.stdout) == {"train"}
     assert "mirrored over 2 logical CPU devices" in result.stdout + result.stderr
     assert json.loads((repo / "metrics/train/metrics.json").read_text())["step"] == 1
     assert set(layer_policies(repo).values()) == {"float32"}
-    smoke = json.loads((repo / "metrics/smoke.json").read_text())
-    assert smoke["passed"] is True and max(smoke["max_abs_diff"].values()) <= 1e-5

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from amazonia.data.vocabulary import LABELS_GROUND
-from tests.conftest import BIN, ran_stages, run, set_params
+from tests.conftest import BIN, HEAD_RUN, HISTORY_IMAGE_SIZE, ran_stages, run, set_params
 
 DVC = str(BIN / "dvc")
 MODEL_STAGES = {"train", "evaluate", "export", "smoke_check"}
@@ -59,7 +59,17 @@ def test_tiny_run_passes_its_smoke_check_and_scores(tiny_pipeline):
     assert "outputs['weather']" in shown and "outputs['ground']" in shown
 
 
-def test_params_rerun_only_their_stages(pipeline_copy):
+def test_the_input_size_retrains_and_leaves_the_stored_chips(team_history):
+    """train.image_size is the model's: it reruns train and what follows, not serialize (the
+    shards hold the chips' own files). team_history's HEAD is that change, run."""
+    assert ran_stages((team_history.parent / HEAD_RUN).read_text()) == MODEL_STAGES
+    smoke = json.loads((team_history / "metrics/smoke.json").read_text())
+    assert smoke["passed"] is True
+    served_input = smoke["signatures"]["serve"]["serving_default"]["inputs"]["input_image"]
+    assert served_input["shape"] == [-1, HISTORY_IMAGE_SIZE, HISTORY_IMAGE_SIZE, 3]
+
+
+def test_params_after_train_rerun_only_their_stages(pipeline_copy):
     # That a retrain gives the same bytes (nothing after it reruns): tests/test_reruns.py.
     repo = pipeline_copy
     assert repro(repo) == set()
@@ -67,14 +77,6 @@ def test_params_rerun_only_their_stages(pipeline_copy):
     set_params(repo, {"export": {"version": 2}})
     assert repro(repo) == {"export", "smoke_check"}
     assert (repo / "models/PlanetModel/2/saved_model.pb").is_file()
-
-    # The input size is the model's: it retrains, and serialize (the stored files) stays.
-    set_params(repo, {"train": {"image_size": 24}})
-    assert repro(repo) == MODEL_STAGES
-    smoke = json.loads((repo / "metrics/smoke.json").read_text())
-    assert smoke["passed"] is True
-    served_input = smoke["signatures"]["serve"]["serving_default"]["inputs"]["input_image"]
-    assert served_input["shape"] == [-1, 24, 24, 3]
 
     # Test-time augmentation and the threshold strategy change what is predicted, not what
     # is trained; the export averages the views as evaluate did, which the smoke check

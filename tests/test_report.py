@@ -160,7 +160,7 @@ def test_outside_a_dvc_repository_it_says_what_failed(
 
 @pytest.mark.slow
 def test_both_galleries_of_a_model_change_are_in_the_plots_and_the_report(history_copy: Path) -> None:
-    repo = history_copy  # HEAD~1: the tiny run; HEAD: train.learning_rate 0.001 -> 0.003, rerun
+    repo = history_copy  # HEAD~1: the tiny run; HEAD: train.image_size 32 -> 24, rerun
 
     # What a reviewer runs: DVC itself finds each revision's gallery (from its cache).
     diff = json.loads(run([DVC, "plots", "diff", "HEAD~1", "--json", "--out", "p"], repo).stdout)
@@ -170,7 +170,7 @@ def test_both_galleries_of_a_model_change_are_in_the_plots_and_the_report(histor
     assert digests["HEAD~1"] != digests["workspace"], "another model: another gallery"
 
     stdout = make("report", repo, BASE="HEAD~1").stdout
-    assert ["params.yaml", "train.learning_rate", "0.001", "0.003"] in rows(stdout)
+    assert ["params.yaml", "train.image_size", "32", "24"] in rows(stdout)
     assert any(row[:2] == ["metrics/eval.json", "f2"] for row in rows(stdout))
     for rev, side in (("HEAD~1", "base"), ("workspace", "this change")):
         gallery = f"dvc_plots/static/{rev}_metrics_eval_errors.png"

@@ -122,7 +122,7 @@ def test_s3_compatible_remote_shares_a_run_between_clones(history_copy: Path, s3
 
 def test_reverting_a_param_restores_its_run_without_training(history_copy: Path) -> None:
     repo = history_copy
-    # Back to the baseline's learning rate, which has been run before (HEAD~1).
+    # Back to the baseline's image size, which has been run before (HEAD~1).
     run(["git", "checkout", "HEAD~1", "--", "params.yaml"], repo)
     stdout = dvc(repo, "repro")
     assert "train" not in ran_stages(stdout), (

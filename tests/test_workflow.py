@@ -268,7 +268,7 @@ def test_zizmor_as_make_lint_runs_it_finds_nothing(tmp_path: Path) -> None:
 @pytest.fixture
 def pull_request(team_history: Path, tmp_path: Path) -> Path:
     """A clone of ``team_history`` as actions/checkout leaves it for the pull request: its
-    last commit (learning rate 0.003, run and committed) checked out, no outputs, and
+    last commit (image size 24, run and committed) checked out, no outputs, and
     ``origin/<base>`` the commit before (the team's baseline run)."""
     repo = tmp_path / "repo"
     run(["git", "clone", "-q", str(team_history), str(repo)], tmp_path)
