@@ -78,9 +78,10 @@ lock: | $(UV)
 run: install
 	$(BIN)/dvc repro
 
-# pytest-xdist: one worker per core (at most 4: each builds its own session fixtures and holds
-# TensorFlow); a file's tests stay on one worker, so its module fixtures are built once.
-XDIST = -n auto --maxprocesses 4 --dist loadfile
+# pytest-xdist: one worker per core (at most 4: each holds TensorFlow and its own exported
+# model and server); a file's tests stay on one worker, so its module fixtures are built once;
+# files go out longest first (tests/conftest.py: LONGEST_FIRST).
+XDIST = -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 test: install
 	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
