@@ -91,6 +91,13 @@ def test_locks_agree_on_every_shared_version_and_hold_one_tensorflow() -> None:
     assert set(locks["runtime"]) < set(locks["beam"]) < set(locks["test"])
 
 
+def test_no_lock_holds_scikit_learn() -> None:
+    """Keras imports scikit-learn whenever it is installed (keras/src/wrappers/fixes.py), and
+    SciPy with it: CPU at the start of every TensorFlow process, for nothing amazonia uses."""
+    holding = [name for name in LOCKS if "scikit-learn" in read_lock(REQUIREMENTS / f"{name}.txt")]
+    assert not holding, f"scikit-learn is in the {holding} locks: their `# via` lines say what pulls it in"
+
+
 def test_uv_is_locked_with_hashes_from_its_input() -> None:
     (pin,) = [line for line in (REQUIREMENTS / "uv.in").read_text().splitlines() if PIN.match(line)]
     locked = read_lock(REQUIREMENTS / "uv.txt")

@@ -9,7 +9,10 @@ from amazonia.model.metrics import (
     THRESHOLD_GRID,
     THRESHOLD_STRATEGIES,
     choose_thresholds,
+    confusion_counts,
     kaggle_f2,
+    macro_f1,
+    per_label_precision_recall_f2,
     predict_tags,
     prior_scores,
     score,
@@ -35,6 +38,39 @@ def test_kaggle_f2_by_hand():
     predicted = np.array([[1, 0, 1, 0], [0, 1, 1, 0]])
     # image 1: tp=2 fn=1 fp=0 -> 5*2/(5*2+4*1) ; image 2: tp=1 fp=1 -> 5/(5+1)
     assert kaggle_f2(truth, predicted) == pytest.approx((10 / 14 + 5 / 6) / 2)
+
+
+def test_kaggle_f2_scores_an_image_with_nothing_true_and_nothing_predicted_zero():
+    truth = np.array([[0, 0, 0], [1, 0, 0], [0, 0, 0], [1, 1, 0]])
+    predicted = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 0]])
+    # 0/0 scores 0 (Kaggle, scikit-learn's zero_division=0); a perfect image 1; a false
+    # tag on an empty image 0; an image with its tags all missed 0.
+    assert kaggle_f2(truth, predicted) == (0 + 1 + 0 + 0) / 4
+
+
+def test_per_label_precision_recall_f2_are_zero_where_undefined():
+    truth = np.array([[1, 0, 0, 1], [1, 0, 0, 1], [0, 0, 0, 0]])
+    predicted = np.array([[0, 1, 0, 1], [0, 0, 0, 1], [0, 1, 0, 1]])
+    precision, recall, f2, support = per_label_precision_recall_f2(truth, predicted)
+    # Label 0: true twice, never predicted: precision 0/0 -> 0, recall 0. Label 1: predicted
+    # twice, never true: recall 0/0 -> 0. Label 2: neither: all 0. Label 3: tp 2, fp 1, fn 0:
+    # precision 2/3, recall 1, F2 = 5*2 / (5*2 + 4*0 + 1) = 10/11.
+    assert precision.tolist() == pytest.approx([0, 0, 0, 2 / 3])
+    assert recall.tolist() == [0, 0, 0, 1]
+    assert f2.tolist() == pytest.approx([0, 0, 0, 10 / 11])
+    assert support.tolist() == [2, 0, 0, 2]
+
+
+def test_macro_f1_counts_a_class_never_true_nor_predicted_as_zero():
+    actual, predicted = np.array([0, 0, 1, 2]), np.array([0, 1, 1, 2])
+    # Class 0: tp 1, fn 1 -> 2/3; class 1: tp 1, fp 1 -> 2/3; class 2: 1; class 3 (absent): 0.
+    assert macro_f1(actual, predicted, 4) == pytest.approx((2 / 3 + 2 / 3 + 1 + 0) / 4)
+
+
+def test_confusion_counts_rows_are_actual_columns_predicted():
+    counts = confusion_counts(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 2]), 4)
+    # The one class-0 image predicted 1 sits at row 0, column 1; class 3 is an empty row.
+    assert counts.tolist() == [[1, 1, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]]
 
 
 def test_tuned_thresholds_beat_one_half_on_the_data_they_were_tuned_on(scores):

@@ -9,7 +9,6 @@ when its sigmoid reaches that label's threshold, chosen on the val split by one 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, f1_score, fbeta_score, precision_recall_fscore_support
 
 from amazonia.data.vocabulary import LABELS_GROUND, LABELS_WEATHER
 
@@ -46,9 +45,57 @@ def predict_tags(weather_prob: np.ndarray, ground_prob: np.ndarray, thresholds: 
     return np.hstack([weather_one_hot(weather_prob), (ground_prob >= thresholds).astype(int)])
 
 
+def f_beta(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, beta: float = BETA) -> np.ndarray:
+    """F-beta from counts, elementwise: ``(1 + beta^2) tp / ((1 + beta^2) tp + beta^2 fn + fp)``,
+    0 where that is 0 / 0 (nothing true and nothing predicted), as scikit-learn's ``zero_division=0``.
+    """
+    b2 = beta**2
+    denominator = (1 + b2) * tp + b2 * fn + fp
+    return np.divide((1 + b2) * tp, denominator, out=np.zeros(np.shape(tp)), where=denominator > 0)
+
+
 def kaggle_f2(truth: np.ndarray, predicted: np.ndarray) -> float:
-    """F2 per image, averaged over images (an image with no true and no predicted tag scores 0)."""
-    return float(fbeta_score(truth, predicted, beta=BETA, average="samples", zero_division=0))
+    """F2 per image, averaged over images (an image with no true and no predicted tag scores 0).
+
+    Args:
+        truth: 0/1 matrix, images x tags.
+        predicted: 0/1 matrix of the same shape.
+    """
+    truth, predicted = truth.astype(bool), predicted.astype(bool)
+    tp = (truth & predicted).sum(axis=1)
+    fp = (~truth & predicted).sum(axis=1)
+    fn = (truth & ~predicted).sum(axis=1)
+    return float(f_beta(tp, fp, fn).mean())
+
+
+def per_label_precision_recall_f2(
+    truth: np.ndarray, predicted: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per column (label) of 0/1 matrices (images x labels), over its images.
+
+    Returns:
+        precision ``tp / (tp + fp)``, 0 where the label is never predicted; recall
+        ``tp / (tp + fn)``, 0 where it is never true; F2 (:func:`f_beta`); support ``tp + fn``,
+        the images it is true for.
+    """
+    truth, predicted = truth.astype(bool), predicted.astype(bool)
+    tp = (truth & predicted).sum(axis=0)
+    fp = (~truth & predicted).sum(axis=0)
+    fn = (truth & ~predicted).sum(axis=0)
+    return _ratio(tp, tp + fp), _ratio(tp, tp + fn), f_beta(tp, fp, fn), tp + fn
+
+
+def confusion_counts(actual: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
+    """``counts[i, j]``: the images of class ``i`` predicted as class ``j`` (classes ``0..n_classes-1``)."""
+    return np.bincount(actual * n_classes + predicted, minlength=n_classes**2).reshape(n_classes, n_classes)
+
+
+def macro_f1(actual: np.ndarray, predicted: np.ndarray, n_classes: int) -> float:
+    """F1 of each class ``0..n_classes-1`` (one vs the rest), averaged over the classes; a class
+    neither true nor predicted for any image scores 0 and counts in the mean."""
+    counts = confusion_counts(actual, predicted, n_classes)
+    tp = np.diag(counts)
+    return float(f_beta(tp, counts.sum(axis=0) - tp, counts.sum(axis=1) - tp, beta=1.0).mean())
 
 
 def choose_thresholds(
@@ -174,10 +221,12 @@ def cross_validated_thresholds(
 
 def _mean_f2(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
     """Per-image F2 from counts (images x candidates), averaged over images."""
-    b2 = BETA**2
-    denominator = (1 + b2) * tp + b2 * fn + fp
-    f2 = np.divide((1 + b2) * tp, denominator, out=np.zeros(tp.shape), where=denominator > 0)
-    return f2.mean(axis=0)
+    return f_beta(tp, fp, fn).mean(axis=0)
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """``numerator / denominator``, 0 where the denominator is 0."""
+    return np.divide(numerator, denominator, out=np.zeros(np.shape(numerator)), where=denominator > 0)
 
 
 def score(
@@ -191,16 +240,13 @@ def score(
     truth = np.hstack([weather_true, ground_true]).astype(int)
     predicted = predict_tags(weather_prob, ground_prob, thresholds)
     w_true, w_pred = np.argmax(weather_true, axis=1), np.argmax(weather_prob, axis=1)
-    labels = list(range(len(LABELS_WEATHER)))
-    precision, recall, f2, support = precision_recall_fscore_support(
-        ground_true.astype(int), predicted[:, len(LABELS_WEATHER) :], beta=BETA, average=None, zero_division=0
+    precision, recall, f2, support = per_label_precision_recall_f2(
+        ground_true, predicted[:, len(LABELS_WEATHER) :]
     )
     return {
         "f2": round(kaggle_f2(truth, predicted), 4),
         "weather_accuracy": round(float(np.mean(w_true == w_pred)), 4),
-        "weather_macro_f1": round(
-            float(f1_score(w_true, w_pred, labels=labels, average="macro", zero_division=0)), 4
-        ),
+        "weather_macro_f1": round(macro_f1(w_true, w_pred, len(LABELS_WEATHER)), 4),
         "ground": {
             name: {
                 "precision": round(float(p), 4),
@@ -222,9 +268,8 @@ def weather_confusion(weather_true: np.ndarray, weather_prob: np.ndarray) -> lis
 
 def weather_confusion_matrix(weather_true: np.ndarray, weather_prob: np.ndarray) -> list[list[int]]:
     """Counts, rows = actual, columns = predicted, in vocabulary order."""
-    labels = list(range(len(LABELS_WEATHER)))
-    matrix = confusion_matrix(np.argmax(weather_true, 1), np.argmax(weather_prob, 1), labels=labels)
-    return matrix.tolist()
+    counts = confusion_counts(np.argmax(weather_true, 1), np.argmax(weather_prob, 1), len(LABELS_WEATHER))
+    return counts.tolist()
 
 
 def prior_scores(
