@@ -116,27 +116,28 @@ SLOW_FIXTURES = {"tiny_pipeline", "team_history", "exported", "server"}
 
 # ``make test`` hands whole files to its pytest-xdist workers in collection order
 # (``--dist loadfile --no-loadscope-reorder``): the longest first, so that no worker ends the
-# run alone on one of them, and the second one needs no tiny pipeline, so that the worker
-# not building it has work. Measured on 2 cores; the files not named follow in name order.
+# run alone on one of them; but right after the first (which builds the tiny pipeline), files
+# that need no pipeline, so that the other workers have work while it is built. Measured on
+# 2 cores; the files not named follow in name order.
 LONGEST_FIRST = (
     "test_backbones.py",
     "test_rest_hostile.py",
-    "test_resume.py",
+    "test_export.py",
+    "test_ingest_hardening.py",
     "test_serving.py",
-    "test_publish.py",
-    "test_bless.py",
-    "test_pipeline.py",
+    "test_reload.py",
+    "test_resume.py",
     "test_team.py",
+    "test_publish.py",
+    "test_pipeline.py",
+    "test_bless.py",
     "test_workflow.py",
     "test_model_pipeline.py",
-    "test_reload.py",
-    "test_report.py",
     "test_reruns.py",
-    "test_export.py",
     "test_distribute.py",
-    "test_full_disk_and_leftovers.py",
     "test_artifacts.py",
-    "test_ingest_hardening.py",
+    "test_full_disk_and_leftovers.py",
+    "test_report.py",
 )
 
 
