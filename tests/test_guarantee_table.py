@@ -9,11 +9,15 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 
 TABLE_HEADING = "## What each guarantee's test is"
-# `test_x.py::test_name`, `test_x.py` alone, or `::test_name` (of the file named last)
-TEST_REFERENCE = re.compile(r"`(test_\w+\.py)?(?:::(\w+))?`")
+# `test_x.py::test_name`, `test_x.py` alone, or `::test_name` (of the file named last); a
+# parametrized test's id, `[...]`, may follow.
+TEST_REFERENCE = re.compile(r"(?:tests/)?(test_\w+\.py)?(?:::(\w+))?(?:\[[^\]]*\])?")
+CODE_SPAN = re.compile(r"`([^`]+)`")
 
 
 def table_rows(markdown: str) -> list[tuple[str, str]]:
@@ -24,12 +28,20 @@ def table_rows(markdown: str) -> list[tuple[str, str]]:
 
 
 def named_tests(cell: str) -> list[tuple[str, str | None]]:
-    """(file, test or None) for each test reference in a cell, in order."""
+    """(file, test or None) for each test reference in a cell, in order.
+
+    Raises:
+        ValueError: a code span that names a test file or function in no form above.
+    """
     named, current = [], None
-    for match in TEST_REFERENCE.finditer(cell):
-        current = match.group(1) or current
-        if current and (match.group(1) or match.group(2)):
-            named.append((current, match.group(2)))
+    for span in CODE_SPAN.findall(cell):
+        if ".py" not in span and not span.startswith("::"):
+            continue  # a folder, a command: not a test
+        reference = TEST_REFERENCE.fullmatch(span)
+        if not reference or not (reference.group(1) or current):
+            raise ValueError(f"`{span}`: not a test reference (test_x.py::test_name, ::test_name)")
+        current = reference.group(1) or current
+        named.append((current, reference.group(2)))
     return named
 
 
@@ -55,6 +67,9 @@ def test_every_test_the_guarantee_table_names_exists():
     assert not missing, "docs/development.md names tests that do not exist:\n" + "\n".join(missing)
 
 
-def test_a_reference_to_a_renamed_test_is_found():
-    cell = "`test_a.py::test_one`, `::test_two` (slow); `test_b.py`"
+def test_cell_references_parse_to_file_and_test():
+    cell = "`test_a.py::test_one`, `::test_two[x]` (slow); `test_b.py`; `tests/fixtures/`"
     assert named_tests(cell) == [("test_a.py", "test_one"), ("test_a.py", "test_two"), ("test_b.py", None)]
+    for unreadable in ("`test_a.py::Class::test_one`", "`::test_one` first", "`a.py::test_one`"):
+        with pytest.raises(ValueError, match="not a test reference"):
+            named_tests(unreadable)

@@ -13,7 +13,7 @@ from amazonia.data.kaggle import image_path
 from amazonia.data.labels import SPLITS
 from amazonia.data.records.manifest import check_manifest
 from amazonia.data.synthetic.generate import generate_dataset
-from tests.conftest import BIN, kill_repro_when, ran_stages, run, set_params
+from tests.conftest import BIN, TINY_HASH_SEED, kill_repro_when, ran_stages, run, set_params
 
 DVC = str(BIN / "dvc")
 PYTHON = str(BIN / "python")
@@ -160,11 +160,12 @@ def data_stage_outputs(repo) -> dict[str, list[tuple[str, str]]]:
 
 def test_data_stages_give_the_same_bytes_whatever_the_hash_seed_and_workers(pipeline_copy):
     """The promise a teammate's ``dvc pull`` and the run-cache rely on: same inputs, same bytes."""
-    project = pipeline_copy  # run by tiny_pipeline: one ingest process, a random hash seed
+    project = pipeline_copy  # run by tiny_pipeline: one ingest process, hash seed TINY_HASH_SEED
     first = data_stage_outputs(project)
     samples = (project / "metrics/samples.png").read_bytes()
-    set_params(project, {"runtime": {"workers": 2}})  # the tiny params run ingest in-process
-    run([DVC, "repro", "--force", *sorted(SERIALIZE)], project, env_extra={"PYTHONHASHSEED": "2"})
+    set_params(project, {"runtime": {"workers": 2}})
+    other_seed = str(int(TINY_HASH_SEED) + 1)
+    run([DVC, "repro", "--force", *sorted(SERIALIZE)], project, env_extra={"PYTHONHASHSEED": other_seed})
     assert data_stage_outputs(project) == first
     assert (project / "metrics/samples.png").read_bytes() == samples
     manifests = [json.loads((project / "data/tfrecords" / s / "manifest.json").read_text()) for s in SPLITS]

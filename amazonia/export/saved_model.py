@@ -91,10 +91,7 @@ def export_saved_model(
     # Whole or not at all: a half-written folder must not pass for an export, neither to
     # DVC nor to the smoke check, which then publishes it.
     with atomic_dir(export_path) as tmp:
-        # Serving computes no gradient; tracing the custom-gradient ops' gradients (SiLU...)
-        # is a third of an EfficientNetV2 export's CPU time.
-        options = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
-        archive.write_out(str(tmp), options=options, verbose=False)
+        archive.write_out(str(tmp), verbose=False)
         extra = tmp / ASSETS_EXTRA
         extra.mkdir()
         (extra / LABEL_MAP_ASSET).write_text(json.dumps(label_map, indent=2) + "\n")
