@@ -153,20 +153,23 @@ def warm_file_cache(paths: Iterable[Path]) -> int:
 # --- project copies -------------------------------------------------------------------------
 
 
-def tool_env() -> dict[str, str]:
-    """Stages run ``python``: this virtualenv's, quiet TF and DVC, no progress bars."""
+def tool_env(**extra: str) -> dict[str, str]:
+    """The environment the benchmarks' and tests' commands run in: this virtualenv first on
+    PATH (stages run ``python``), quiet TF and DVC, no progress bars, a git identity; then
+    ``extra``."""
     env = dict(os.environ)
     env.update(
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
         DVC_NO_ANALYTICS="1",
         TF_CPP_MIN_LOG_LEVEL="2",
         TQDM_DISABLE="1",
-        GIT_AUTHOR_NAME="bench",
-        GIT_AUTHOR_EMAIL="bench@example.com",
-        GIT_COMMITTER_NAME="bench",
-        GIT_COMMITTER_EMAIL="bench@example.com",
+        GIT_AUTHOR_NAME="amazonia",
+        GIT_AUTHOR_EMAIL="amazonia@example.com",
+        GIT_COMMITTER_NAME="amazonia",
+        GIT_COMMITTER_EMAIL="amazonia@example.com",
     )
     env.pop("PYTHONPATH", None)
+    env.update(extra)
     return env
 
 
@@ -191,7 +194,8 @@ def copy_project(dest: Path) -> Path:
 
 
 def set_params(repo: Path, updates: dict) -> dict:
-    """Merge ``updates`` (nested) into ``repo``'s params.yaml; returns the params."""
+    """Merge ``updates`` (section by section: a key given replaces that key's value whole)
+    into ``repo``'s params.yaml; returns the params."""
     path = repo / "params.yaml"
     params = yaml.safe_load(path.read_text())
     for section, values in updates.items():

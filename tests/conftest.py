@@ -26,6 +26,9 @@ import yaml
 
 from amazonia.data.vocabulary import LABELS_GROUND
 
+# Shared with the benchmarks, which make the same throw-away copies of the project.
+from bench.common import copy_project, set_params, tool_env  # noqa: F401 (tests import them from here)
+
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "reference"
 BIN = Path(sys.executable).parent
@@ -42,23 +45,6 @@ TINY_PARAMS = {
     # misses by far, both of them.
     "export": {"bless": {"min_gain_over_baseline": -0.4, "max_drop_from_published": 0.3}},
 }
-
-
-def tool_env(**extra: str) -> dict[str, str]:
-    """The environment stages run in: this virtualenv first on PATH, quiet TF and DVC."""
-    env = dict(os.environ)
-    env.update(
-        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-        DVC_NO_ANALYTICS="1",
-        TF_CPP_MIN_LOG_LEVEL="2",
-        GIT_AUTHOR_NAME="test",
-        GIT_AUTHOR_EMAIL="test@example.com",
-        GIT_COMMITTER_NAME="test",
-        GIT_COMMITTER_EMAIL="test@example.com",
-    )
-    env.pop("PYTHONPATH", None)
-    env.update(extra)
-    return env
 
 
 def run(
@@ -89,15 +75,6 @@ def file_digests(root: Path) -> dict[str, str]:
         for path in sorted(root.rglob("*"))
         if path.is_file()
     }
-
-
-def set_params(repo: Path, updates: dict) -> None:
-    """Merge ``updates`` (nested dict) into the repo's params.yaml."""
-    path = repo / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    for section, values in updates.items():
-        params.setdefault(section, {}).update(values)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def ran_stages(output: str) -> set[str]:
@@ -161,32 +138,6 @@ def reference() -> Path:
     if missing:
         pytest.fail(f"{REFERENCE} lacks {', '.join(missing)}")
     return REFERENCE
-
-
-def copy_project(dest: Path) -> Path:
-    """Copy the tracked (and untracked, not ignored) files of this checkout into a new
-    git repository at ``dest`` with one commit."""
-    files = (
-        subprocess.run(
-            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-            cwd=ROOT,
-            capture_output=True,
-            check=True,
-        )
-        .stdout.decode()
-        .split("\0")
-    )
-    for rel in filter(None, files):
-        src = ROOT / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    for generated in ("dvc.lock",):
-        (dest / generated).unlink(missing_ok=True)
-    run(["git", "init", "-q", "-b", "main"], dest)
-    run(["git", "add", "-A"], dest)
-    run(["git", "commit", "-q", "-m", "copy of the project"], dest)
-    return dest
 
 
 @pytest.fixture
