@@ -214,13 +214,9 @@ def test_each_export_is_scored_by_its_own_label_map_and_thresholds(
     assert score_saved_model(other, chips) == score(*test, cutoffs)["f2"]
 
 
-def test_a_published_version_that_does_not_load_is_no_bar_and_the_verdict_says_why(
-    pipeline_copy: Path,
-) -> None:
-    repo = pipeline_copy
-    (repo / PUBLISHED / "saved_model.pb").write_bytes(b"not a SavedModel")
-
-    judged = judge(
+def judge_tiny_candidate(repo: Path) -> Verdict:
+    """The gate's verdict on a tiny pipeline copy's candidate, version 1, with the tiny bars."""
+    return judge(
         repo / CANDIDATE,
         models_dir=repo / MODELS_DIR,
         model_name=MODEL,
@@ -229,6 +225,15 @@ def test_a_published_version_that_does_not_load_is_no_bar_and_the_verdict_says_w
         eval_json=repo / EVAL_JSON,
         bless=BlessParams(**TINY_BLESS),
     )
+
+
+def test_a_published_version_that_does_not_load_is_no_bar_and_the_verdict_says_why(
+    pipeline_copy: Path,
+) -> None:
+    repo = pipeline_copy
+    (repo / PUBLISHED / "saved_model.pb").write_bytes(b"not a SavedModel")
+
+    judged = judge_tiny_candidate(repo)
 
     assert judged.decision == "blessed"
     assert judged.published_f2 is None
@@ -242,15 +247,7 @@ def test_a_candidate_that_cannot_be_scored_stops_the_gate_naming_it(pipeline_cop
     (repo / CANDIDATE / "saved_model.pb").write_bytes(b"not a SavedModel")
 
     with pytest.raises(BlessError) as stopped:
-        judge(
-            repo / CANDIDATE,
-            models_dir=repo / MODELS_DIR,
-            model_name=MODEL,
-            version=1,
-            test_split=repo / RECORDS_DIR / "test",
-            eval_json=repo / EVAL_JSON,
-            bless=BlessParams(**TINY_BLESS),
-        )
+        judge_tiny_candidate(repo)
     assert str(stopped.value).startswith(
         f"cannot score candidate {repo / CANDIDATE} on {repo / RECORDS_DIR / 'test'}: "
     ), stopped.value
