@@ -9,7 +9,6 @@ fails while docs/params.md differs from what this writes.
 from __future__ import annotations
 
 import argparse
-import types
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,7 +135,7 @@ def _accepted(key: str, field: FieldInfo) -> str:
     if annotation is bool:
         return "`true`, `false`"
     kind = {int: "integer", float: "number", str: "text"}.get(annotation)
-    if kind is None and typing.get_origin(annotation) in (list, types.GenericAlias):
+    if kind is None and typing.get_origin(annotation) is list:
         return "a list of text"
     lower = upper = ""
     pattern = max_length = None
