@@ -393,10 +393,9 @@ def kill_repro_when(
         proc.wait()
 
 
-def kill_train_after(repo: Path, min_epoch: int, timeout_s: float = 180, force: bool = False) -> int:
-    """Start ``dvc repro train`` (``force``: ``--force --single-item``, a run from scratch
-    after a finished one) in ``repo``, kill -9 it (DVC and the stage) once ``min_epoch``
-    epochs are checkpointed; the epochs its checkpoint holds."""
+def kill_train_after(repo: Path, min_epoch: int, timeout_s: float = 180) -> int:
+    """Start ``dvc repro train`` in ``repo``, kill -9 it (DVC and the stage) once
+    ``min_epoch`` epochs are checkpointed; the epochs its checkpoint holds."""
     state = repo / "models/checkpoints/state.json"
 
     def checkpointed() -> bool:
@@ -404,8 +403,7 @@ def kill_train_after(repo: Path, min_epoch: int, timeout_s: float = 180, force: 
         current = json.loads(state.read_text()) if state.is_file() else {}
         return current.get("epoch", 0) >= min_epoch and not current["complete"]
 
-    targets = ["--force", "--single-item", "train"] if force else ["train"]
-    kill_repro_when(repo, targets, checkpointed, f"a checkpoint of epoch {min_epoch}", timeout_s)
+    kill_repro_when(repo, ["train"], checkpointed, f"a checkpoint of epoch {min_epoch}", timeout_s)
     return json.loads(state.read_text())["epoch"]
 
 

@@ -39,7 +39,9 @@ MODEL = "PlanetModel"
 SIZE = TINY_PARAMS["train"]["image_size"]
 POLL_SECONDS = 0.3  # the server's: how soon it would pick up a wrongly published version
 ROUND_PAUSE_S = 0.05
-SETTLE_S = 6.0  # polling on after the repro: time for the server to scan, load and warm up
+SETTLE_S = 1.0  # asking on after the repro (and after the swap, where one is awaited): 3 polls
+SWAP_TIMEOUT_S = 60.0
+SWAPPED_IN = "version 1: now served from its new folder"  # the server's log line (--verbose)
 
 
 # --- publish() on plain folders ---------------------------------------------------------------
@@ -183,10 +185,11 @@ class Server:
 
 @pytest.fixture
 def serving(pipeline_copy: Path, tmp_path: Path) -> Iterator[Server]:
-    """A real server over the tiny pipeline's ``models/PlanetModel/``, polling every 0.3 s."""
+    """A real server over the tiny pipeline's ``models/PlanetModel/``, polling every 0.3 s,
+    logging its loads."""
     log = tmp_path / "serve.log"
     base_path = pipeline_copy / "models" / MODEL
-    for proc, port in serve_models(base_path, log, MODEL, "--poll-seconds", str(POLL_SECONDS)):
+    for proc, port in serve_models(base_path, log, MODEL, "--poll-seconds", str(POLL_SECONDS), "--verbose"):
         yield Server(proc, port, log)
 
 
@@ -245,8 +248,12 @@ def assert_same_answers(asker: Asker, expected: dict[str, object]) -> None:
                 np.testing.assert_allclose(values, good[head], atol=1e-6, err_msg=f"{question}: {head}")
 
 
-def repro_while_asked(repo: Path, server: Server) -> tuple[subprocess.CompletedProcess, Asker, dict]:
-    """``dvc repro`` while a thread asks the server; the good answers are those asked before."""
+def repro_while_asked(
+    repo: Path, server: Server, swapped_in: bool = False
+) -> tuple[subprocess.CompletedProcess, Asker, dict]:
+    """``dvc repro`` while a thread asks the server, on until ``swapped_in``: the server has
+    loaded the republished version 1 and serves from it; the good answers are those asked
+    before."""
     asked = questions(repo)
     probe = Asker(server, asked)
     expected = {}
@@ -258,7 +265,11 @@ def repro_while_asked(repo: Path, server: Server) -> tuple[subprocess.CompletedP
     asker.start()
     try:
         done = run([DVC, "repro"], repo, check=False)
-        time.sleep(SETTLE_S)  # a version published at the end must have time to be loaded
+        deadline = time.monotonic() + SWAP_TIMEOUT_S
+        while swapped_in and SWAPPED_IN not in server.log.read_text():
+            assert time.monotonic() < deadline, f"no '{SWAPPED_IN}' in {server.log} within {SWAP_TIMEOUT_S} s"
+            time.sleep(0.1)
+        time.sleep(SETTLE_S)
     finally:
         asker.stop()
     return done, asker, expected
@@ -311,7 +322,7 @@ def test_a_passing_reexport_of_the_served_version_is_swapped_in_without_a_404(
     with (repo / "amazonia" / "export" / "__init__.py").open("a") as init:
         init.write("# touched by a test: export again\n")
 
-    done, asker, expected = repro_while_asked(repo, serving)
+    done, asker, expected = repro_while_asked(repo, serving, swapped_in=True)
 
     assert done.returncode == 0, done.stderr
     assert ran_stages(done.stdout) == {"export", "smoke_check"}

@@ -285,11 +285,10 @@ def test_a_checkpoint_continues_its_phase_only_from_inside_it():
 def test_a_killed_run_resumes_bit_for_bit_and_a_code_edit_discards_the_checkpoint(pipeline_copy):
     """The one kill -9 test of the train stage. Three kills: inside the warm-up (the frozen
     backbone's optimizer state resumes), at the warm-up's last checkpoint (fine-tuning starts
-    as it would have), inside the fine-tuning; each ``dvc repro`` resumes after the last
-    finished epoch. Then a run killed after its first epoch, and a comment added to the
-    trainer's code: DVC sees a changed dep, the checkpoint is of other code, training starts
-    from scratch, uninterrupted, and ends with the resumed run's weights, optimizer state and
-    DVCLive curves, bit for bit."""
+    as it would have), inside the fine-tuning; ``dvc repro`` resumes after the last finished
+    epoch. A copy of the killed repository gets a comment in the trainer's code: DVC sees a
+    changed dep, the checkpoint is of other code, training starts from scratch, uninterrupted,
+    and ends with the resumed run's weights, optimizer state and DVCLive curves, bit for bit."""
     from amazonia.model.pretrained import WEIGHTS
     from tests.conftest import saved_arrays, write_keras_weights
 
@@ -311,31 +310,36 @@ def test_a_killed_run_resumes_bit_for_bit_and_a_code_edit_discards_the_checkpoin
             }
         },
     )
-    state = repo / "models/checkpoints/state.json"
+    state = "models/checkpoints/state.json"
     kills = [kill_train_after(repo, min_epoch=1)]
-    assert json.loads(state.read_text())["phase"] == "warm_up" and kills[0] < warmup
+    assert json.loads((repo / state).read_text())["phase"] == "warm_up" and kills[0] < warmup
     # Fine-tuning's first epoch waits on a new trace: the kill lands on the warm-up's end.
     kills.append(kill_train_after(repo, min_epoch=warmup))
     kills.append(kill_train_after(repo, min_epoch=max(kills) + 1))
-    assert json.loads(state.read_text())["phase"] == "fine_tune" and warmup < kills[2] < epochs
+    killed = json.loads((repo / state).read_text())
+    assert killed["phase"] == "fine_tune" and warmup < kills[2] < epochs
+    # The same killed run, its trainer's code edited: the uninterrupted run to compare with.
+    edited = repo.parent / "edited"
+    shutil.copytree(repo, edited, symlinks=True)
+    with open(edited / "amazonia/model/network.py", "a") as module:
+        module.write("# edited after the kill\n")
+
     result = run([DVC, "repro", "train"], repo)
     assert first_epoch(result.stdout) == kills[2] + 1, "training should resume after the last finished epoch"
-    final = json.loads(state.read_text())
+    final = json.loads((repo / state).read_text())
     assert final == {**final, "epoch": epochs, "complete": True}
-    live = repo / "metrics/train"
-    resumed, resumed_live = saved_arrays(repo / "models/model.keras"), folder_texts(live)
+    live = "metrics/train"
+    resumed, resumed_live = saved_arrays(repo / "models/model.keras"), folder_texts(repo / live)
 
-    kill_train_after(repo, min_epoch=1, force=True)
-    killed_code = json.loads(state.read_text())["fingerprint"]["code"]
-    with open(repo / "amazonia/model/network.py", "a") as module:
-        module.write("# edited after the kill\n")
-    result = run([DVC, "repro", "train"], repo)
+    result = run([DVC, "repro", "train"], edited)
     assert first_epoch(result.stdout) == 1, "a code edit must start training from scratch"
-    assert json.loads(state.read_text())["fingerprint"]["code"] != killed_code
-    uninterrupted = saved_arrays(repo / "models/model.keras")
+    fingerprint = json.loads((edited / state).read_text())["fingerprint"]
+    assert fingerprint["code"] != killed["fingerprint"]["code"]
+    assert {**fingerprint, "code": None} == {**killed["fingerprint"], "code": None}, "only the code differs"
+    uninterrupted = saved_arrays(edited / "models/model.keras")
     assert resumed.keys() == uninterrupted.keys()
     assert any(name.startswith("optimizer/") for name in resumed), "Adam's state must be saved"
     assert [name for name in resumed if not np.array_equal(resumed[name], uninterrupted[name])] == []
-    assert resumed_live == folder_texts(live)
+    assert resumed_live == folder_texts(edited / live)
     assert len(resumed_live["plots/metrics/train/loss.tsv"].splitlines()) == 1 + epochs
     print("killed after epochs", kills)
