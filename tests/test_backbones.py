@@ -209,8 +209,8 @@ for version, architecture in enumerate(architectures, 1):
     (work / architecture).mkdir()
     save_model_atomic(model, work / architecture / "model.keras")
     inference = for_inference(model)
-    outputs = inference(served_chips)
-    np.savez(work / architecture / "served_chips_outputs.npz", **{k: np.asarray(v) for k, v in outputs.items()})
+    outputs = {head: np.asarray(values) for head, values in inference(served_chips).items()}
+    np.savez(work / architecture / "served_chips_outputs.npz", **outputs)
     warmup = warmup_from_split(inference, records / "test")  # as the export stage ships it
     version_dir = work / "models/Backbones" / str(version)
     export_saved_model(inference, version_dir, label_map(), thresholds, warmup=warmup)
@@ -360,7 +360,8 @@ def test_imported_weights_are_what_train_starts_from_and_new_bytes_make_it_stale
     assert S3_SECRET not in (repo / "models/pretrained" / f"{name}.dvc").read_text()
     # Train reads the file as (a) showed; that it reruns on other bytes is DVC's to say.
     status = run([DVC, "status", "train"], repo).stdout
-    assert status.splitlines()[:3] == ["train:", "\tchanged deps:", "\t\tmodified:           models/pretrained"]
+    changed = ["train:", "\tchanged deps:", "\t\tmodified:           models/pretrained"]
+    assert status.splitlines()[:3] == changed, status
     assert same_arrays(read_keras_weights(repo / "models/pretrained" / name), second)
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "weights from S3"], repo)
