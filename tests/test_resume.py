@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from amazonia.model import training
-from tests.conftest import BIN, first_epoch, folder_texts, kill_train_after, run, set_params
+from tests.conftest import BIN, ROOT, first_epoch, folder_texts, kill_train_after, run, run_python, set_params
 
 DVC = str(BIN / "dvc")
 
@@ -279,6 +279,43 @@ def test_a_checkpoint_continues_its_phase_only_from_inside_it():
     # After the warm-up's last epoch: fine-tuning starts afresh (unfrozen, a new optimizer).
     assert not continues_phase(after(3, "warm_up"), fine_tune)
     assert continues_phase(after(4, "fine_tune"), fine_tune)
+
+
+# In a process of its own: train_model sets Keras's global seed, policy and op determinism.
+# Keras's training step is counted where Keras traces it.
+COUNT_TRACES = """
+import sys
+from pathlib import Path
+from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+from amazonia.common.params import TrainParams
+from amazonia.model.trainer import train_model
+
+records, work = Path(sys.argv[1]), Path(sys.argv[2])
+traces = []
+train_step = TensorFlowTrainer.train_step
+
+
+def counted(self, data):
+    traces.append(1)
+    return train_step(self, data)
+
+
+TensorFlowTrainer.train_step = counted
+train = TrainParams(image_size=32, epochs=2, batch_size=16)
+train_model(
+    train, train_dir=records / "train", val_dir=records / "val", pretrained_dir=work / "pretrained",
+    checkpoint_dir=work / "checkpoints", live_dir=work / "live",
+)
+print("traces", len(traces))
+"""
+
+
+@pytest.mark.slow
+def test_a_phase_traces_its_training_step_once(tiny_pipeline, tmp_path):
+    """Keras creates the optimizer's and metrics' variables inside the first trace unless they
+    exist, and TensorFlow then traces the step again: seconds of CPU per phase for a backbone."""
+    done = run_python(COUNT_TRACES, tiny_pipeline / "data/tfrecords", tmp_path, cwd=ROOT)
+    assert done.stdout.splitlines()[-1] == "traces 1"
 
 
 @pytest.mark.slow

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
@@ -77,6 +78,27 @@ def prepare_phase(model: keras.Model, phase: Phase) -> None:
     elif phase.name == FINE_TUNE:
         architectures.unfreeze_backbone(model)
     compile_model(model, phase.learning_rate)
+
+
+def build_training_state(model: keras.Model) -> None:
+    """Create the variables of ``model``'s optimizer, compiled losses and metrics before
+    :meth:`keras.Model.fit` traces its training step (losses and metrics by running them
+    once on zeros).
+
+    Under no tf.distribute strategy Keras creates them while tracing that step, and
+    TensorFlow traces a function that created variables a second time: the whole training
+    step traced twice each phase (the tiny pipeline's MobileNetV3Small warm-up and
+    fine-tuning, 6 epochs: 22.4 s of CPU, 18.4 s with this, the same model.keras bytes).
+    Under a strategy Keras builds them itself.
+    """
+    inputs = np.zeros((1, *model.input_shape[1:]), np.float32)
+    outputs = model(inputs, training=False)
+    targets = {name: np.zeros(value.shape, np.float32) for name, value in outputs.items()}
+    model.compute_loss(inputs, targets, outputs, training=False)
+    model.compute_metrics(inputs, targets, outputs, sample_weight=None)
+    model.reset_metrics()  # the zeros count for nothing
+    if not model.optimizer.built:  # a resumed checkpoint's holds its state
+        model.optimizer.build(model.trainable_variables)
 
 
 def continues_phase(resume: Resume | None, phase: Phase) -> bool:
@@ -192,6 +214,8 @@ def train_model(
                 cache=cache,
                 full_batches=full_batches,
             )
+            if train.strategy == "none":
+                build_training_state(model)
             model.fit(
                 train_data,
                 steps_per_epoch=batches_per_epoch(train_manifest.examples, train.batch_size, full_batches),
