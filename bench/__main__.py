@@ -83,7 +83,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    # Imported only now: the modules pull in pandas and TensorFlow.
+    # Imported only now: the modules pull in TensorFlow.
     from bench.common import Settings, machine_description
 
     given = {

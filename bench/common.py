@@ -17,17 +17,16 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pandas as pd
 import psutil
 import yaml
 
 from amazonia.common.files import atomic_dir, write_json_atomic
 from amazonia.data.kaggle import IMAGE_DIR, TAGS_CSV, image_path
-from amazonia.data.labels import encode_tags, read_tags_csv
+from amazonia.data.labels import LabelRow, encode_tags, read_tags_csv
 
 log = logging.getLogger(__name__)
 
@@ -92,16 +91,16 @@ class ChipSet:
     """A folder of synthetic chips in Kaggle's layout and its encoded label rows."""
 
     root: Path
-    rows: pd.DataFrame  # labels.csv columns, every row in split "train"
+    rows: list[LabelRow]  # every row in split "train"
 
-    def head(self, n: int) -> pd.DataFrame:
+    def head(self, n: int) -> list[LabelRow]:
         """The first ``n`` rows: benchmarks of several sizes share one chip set."""
         if n > len(self.rows):
             raise ValueError(f"asked for {n} chips, {self.root} holds {len(self.rows)}")
-        return self.rows.iloc[:n].reset_index(drop=True)
+        return self.rows[:n]
 
-    def paths(self, rows: pd.DataFrame) -> list[Path]:
-        return [image_path(self.root, name) for name in rows["image_name"]]
+    def paths(self, rows: Iterable[LabelRow]) -> list[Path]:
+        return [image_path(self.root, row.image_name) for row in rows]
 
 
 def chip_set(n: int, seed: int) -> ChipSet:
@@ -135,11 +134,11 @@ def _stamp_matches(root: Path, stamp: dict) -> bool:
     return found == stamp and (root / TAGS_CSV).is_file() and (root / IMAGE_DIR).is_dir()
 
 
-def all_rows(root: Path) -> pd.DataFrame:
+def all_rows(root: Path) -> list[LabelRow]:
     """The chips of ``root`` encoded as ``labels.csv`` rows, all in one split."""
     # encode_tags refuses an empty val or test split; the benchmarks ignore the split.
     encoded = encode_tags(read_tags_csv(root / TAGS_CSV), val=0.1, test=0.1)
-    return encoded.table.assign(split="train")
+    return [replace(row, split="train") for row in encoded.table]
 
 
 def warm_file_cache(paths: Iterable[Path]) -> int:

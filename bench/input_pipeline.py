@@ -101,8 +101,8 @@ def measure_input(chips, n: int, size: int) -> dict:
     paths = chips.paths(rows)
     warm_file_cache(paths)
     labels = (
-        np.array([parse_vector(v, len(LABELS_WEATHER)) for v in rows["weather_labels"]], dtype=np.float32),
-        np.array([parse_vector(v, len(LABELS_GROUND)) for v in rows["ground_labels"]], dtype=np.float32),
+        np.array([parse_vector(r.weather_labels, len(LABELS_WEATHER)) for r in rows], dtype=np.float32),
+        np.array([parse_vector(r.ground_labels, len(LABELS_GROUND)) for r in rows], dtype=np.float32),
     )
     records = SCRATCH / "ours"
     write_split(rows, chips.root, records, split="train", shard_mb=SHARD_MB)

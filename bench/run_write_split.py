@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     from amazonia.data.records.writer import write_split
     from bench.common import all_rows
 
-    rows = all_rows(args.raw_dir).iloc[: args.n].reset_index(drop=True)
+    rows = all_rows(args.raw_dir)[: args.n]
     start = time.perf_counter()
     manifest = write_split(rows, args.raw_dir, args.out_dir, split="train", shard_mb=args.shard_mb)
     seconds = time.perf_counter() - start

@@ -28,8 +28,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import pandas as pd
-
+from amazonia.data.labels import LabelRow
 from bench.common import (
     CHIPSET_STAMP,
     WORK_DIR,
@@ -61,7 +60,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # --- the two methods ------------------------------------------------------------------------
 
 
-def article_serialize(rows: pd.DataFrame, raw_dir: Path, out_file: Path, size: int) -> int:
+def article_serialize(rows: list[LabelRow], raw_dir: Path, out_file: Path, size: int) -> int:
     """The article's writer: float32 pixels in [0, 1] as raw bytes, one file; returns examples."""
     import tensorflow as tf
     from keras.utils import img_to_array, load_img
@@ -78,8 +77,7 @@ def article_serialize(rows: pd.DataFrame, raw_dir: Path, out_file: Path, size: i
 
     written = 0
     with tf.io.TFRecordWriter(str(out_file)) as writer:
-        columns = (rows["image_name"], rows["weather_labels"], rows["ground_labels"])
-        for name, weather, ground in zip(*columns, strict=True):
+        for name, weather, ground in ((r.image_name, r.weather_labels, r.ground_labels) for r in rows):
             image = img_to_array(load_img(image_path(raw_dir, name), target_size=(size, size))) / 255.0
             feature = {
                 "image": _bytes(image.tobytes()),
@@ -102,7 +100,7 @@ def _settle_disk() -> None:
     os.sync()
 
 
-def measure_article(chips: ChipSet, rows: pd.DataFrame, size: int) -> dict:
+def measure_article(chips: ChipSet, rows: list[LabelRow], size: int) -> dict:
     """One timed run of the article's method: seconds and output bytes."""
     out_file = SCRATCH / "article.tfrecord"
     _settle_disk()
@@ -115,7 +113,7 @@ def measure_article(chips: ChipSet, rows: pd.DataFrame, size: int) -> dict:
     return {"seconds": took.seconds, "bytes": file_bytes}
 
 
-def measure_ours(chips: ChipSet, rows: pd.DataFrame) -> dict:
+def measure_ours(chips: ChipSet, rows: list[LabelRow]) -> dict:
     """One timed run of ``write_split``: its own seconds, the shard bytes and the child's peak RSS.
 
     In a child process without TensorFlow, as the serialize stage runs it.

@@ -11,7 +11,7 @@ from amazonia.common.params import load_params
 from amazonia.common.paths import LABEL_MAP_JSON, LABELS_CSV, LABELS_METRICS_JSON, RAW_DIR
 from amazonia.common.stage import run_stage
 from amazonia.data.kaggle import TAGS_CSV, find_missing_images, image_path
-from amazonia.data.labels import encode_tags, label_counts, label_map, read_tags_csv
+from amazonia.data.labels import encode_tags, label_counts, label_map, labels_csv_text, read_tags_csv
 
 
 def main() -> None:
@@ -25,7 +25,7 @@ def main() -> None:
         missing_weather=params.labels.missing_weather,
         source=str(source),
     )
-    missing = find_missing_images(RAW_DIR, table["image_name"])
+    missing = find_missing_images(RAW_DIR, [tag_row.image_name for tag_row in table])
     if missing:
         shown = ", ".join(str(image_path(RAW_DIR, n)) for n in missing[:5])
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
@@ -34,7 +34,7 @@ def main() -> None:
             "restore them or remove their rows"
         )
 
-    write_text_atomic(LABELS_CSV, encoded.table.to_csv(index=False))
+    write_text_atomic(LABELS_CSV, labels_csv_text(encoded.table))
     write_json_atomic(LABEL_MAP_JSON, label_map())
     write_json_atomic(
         LABELS_METRICS_JSON,

@@ -39,15 +39,15 @@ def main() -> None:
             generate_dataset(raw, params.data.n_images, params.data.seed, workers=params.runtime.workers)
             table = read_tags_csv(raw / TAGS_CSV)
         else:
-            rows = dict(zip(table["image_name"], table.index))
+            rows = {tag_row.image_name: tag_row.row for tag_row in table}
             linked = link_download(download, raw, rows, on_unsafe=params.data.on_unsafe_chip)
-            table = table[~table["image_name"].isin(linked.left_out)]
+            left_out = set(linked.left_out)
+            table = [tag_row for tag_row in table if tag_row.image_name not in left_out]
             log.info("linked %s into %s by %s", download.root, RAW_DIR, linked.method)
         raw_md5 = content_list(raw, workers=params.runtime.workers)
     write_text_atomic(RAW_MD5, raw_md5)
 
-    samples = table.head(SAMPLE_COUNT)
-    chips = [(image_path(RAW_DIR, name), tags) for name, tags in zip(samples["image_name"], samples["tags"])]
+    chips = [(image_path(RAW_DIR, tag_row.image_name), tag_row.tags) for tag_row in table[:SAMPLE_COUNT]]
     write_contact_sheet(SAMPLES_PNG, chips)
 
 

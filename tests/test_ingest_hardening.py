@@ -162,7 +162,7 @@ def test_excels_utf8_csv_reads_like_kaggles(reference, tmp_path, prefix, newline
     text = (reference / "train_v2_head.csv").read_text()
     excel = tmp_path / TAGS_CSV
     excel.write_bytes(prefix + text.replace("\n", newline).encode("utf-8"))
-    assert read_tags_csv(excel).equals(kaggle)
+    assert read_tags_csv(excel) == kaggle
 
 
 @pytest.mark.slow

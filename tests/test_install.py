@@ -98,6 +98,13 @@ def test_no_lock_holds_scikit_learn() -> None:
     assert not holding, f"scikit-learn is in the {holding} locks: their `# via` lines say what pulls it in"
 
 
+def test_no_lock_holds_pandas() -> None:
+    """Keras imports pandas whenever it is installed (keras/src/trainers/data_adapters/array_slicing.py):
+    0.3 s of CPU at the start of every TensorFlow process; amazonia reads its CSVs with the csv module."""
+    holding = [name for name in LOCKS if "pandas" in read_lock(REQUIREMENTS / f"{name}.txt")]
+    assert not holding, f"pandas is in the {holding} locks: their `# via` lines say what pulls it in"
+
+
 def test_uv_is_locked_with_hashes_from_its_input() -> None:
     (pin,) = [line for line in (REQUIREMENTS / "uv.in").read_text().splitlines() if PIN.match(line)]
     locked = read_lock(REQUIREMENTS / "uv.txt")

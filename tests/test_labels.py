@@ -1,14 +1,17 @@
+import csv
 import json
+from collections import Counter
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from amazonia.data.labels import (
     LabelError,
+    LabelRow,
     assign_split,
     encode_tags,
     format_vector,
+    labels_csv_text,
     read_split_rows,
     read_tags_csv,
 )
@@ -27,6 +30,11 @@ def write_csv(tmp_path: Path, text: str) -> Path:
     return path
 
 
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 def encode_text(tmp_path: Path, text: str, **kwargs):
     path = write_csv(tmp_path, text)
     return encode_tags(read_tags_csv(path), val=0.1, test=0.1, source=str(path), **kwargs)
@@ -34,27 +42,29 @@ def encode_text(tmp_path: Path, text: str, **kwargs):
 
 def test_encoding_matches_the_articles_rows(reference):
     table = read_tags_csv(reference / "train_v2_head.csv")
-    encoded = encode_tags(table, val=0.1, test=0.1).table.set_index("image_name")
-    expected = pd.read_csv(reference / "KagglePlanetMCML.csv", dtype=str).set_index("image_name")
+    encoded = {row.image_name: row for row in encode_tags(table, val=0.1, test=0.1).table}
+    expected = {row["image_name"]: row for row in csv_rows(reference / "KagglePlanetMCML.csv")}
     assert len(encoded) == len(table) == 1001
-    for name, row in encoded.iterrows():
-        assert row["weather_labels"] == expected.loc[name, "weather_labels"], name
-        assert row["ground_labels"] == expected.loc[name, "ground_labels"], name
+    for name, row in encoded.items():
+        assert row.weather_labels == expected[name]["weather_labels"], name
+        assert row.ground_labels == expected[name]["ground_labels"], name
 
 
 def test_encoding_matches_the_articles_on_the_hand_written_sample():
     table = read_tags_csv(SAMPLE_TAGS)
     encoded = encode_tags(table, val=0.1, test=0.1, source=str(SAMPLE_TAGS))
-    expected = pd.read_csv(SAMPLE_ENCODED, dtype=str, keep_default_na=False)
-    got = encoded.table[["image_name", "weather_labels", "ground_labels"]].reset_index(drop=True)
-    pd.testing.assert_frame_equal(got, expected)
+    got = [
+        {"image_name": r.image_name, "weather_labels": r.weather_labels, "ground_labels": r.ground_labels}
+        for r in encoded.table
+    ]
+    assert got == csv_rows(SAMPLE_ENCODED)
     assert encoded.dropped == [{"image_name": "handmade_50", "reason": "no weather tag"}]
 
 
 def test_the_hand_written_sample_covers_every_tag():
-    tags = {tag for text in read_tags_csv(SAMPLE_TAGS)["tags"] for tag in text.split()}
+    tags = {tag for row in read_tags_csv(SAMPLE_TAGS) for tag in row.tags.split()}
     assert tags == set(ALL_LABELS)
-    assert len(pd.read_csv(SAMPLE_TAGS)) <= 100
+    assert len(csv_rows(SAMPLE_TAGS)) <= 100
 
 
 def test_vocabulary_is_alphabetical_as_in_the_article():
@@ -69,9 +79,9 @@ def test_split_is_stable_when_images_are_added():
     more = names + [f"file_{i}" for i in range(3000)]
     after = {n: assign_split(n, 0.1, 0.2) for n in more}
     assert all(after[n] == before[n] for n in names)
-    shares = pd.Series(list(after.values())).value_counts(normalize=True)
-    assert shares["test"] == pytest.approx(0.2, abs=0.02)
-    assert shares["val"] == pytest.approx(0.1, abs=0.02)
+    counts = Counter(after.values())
+    assert counts["test"] / len(after) == pytest.approx(0.2, abs=0.02)
+    assert counts["val"] / len(after) == pytest.approx(0.1, abs=0.02)
 
 
 # Enough rows for every split to get some (encode_tags refuses an empty split).
@@ -80,7 +90,7 @@ CLEAR_ROWS = "".join(f"train_{i},clear primary\n" for i in range(60))
 
 def test_missing_weather_is_dropped_and_counted(tmp_path):
     encoded = encode_text(tmp_path, f"image_name,tags\n{CLEAR_ROWS}train_24448,water\n")
-    assert list(encoded.table["image_name"]) == [f"train_{i}" for i in range(60)]
+    assert [row.image_name for row in encoded.table] == [f"train_{i}" for i in range(60)]
     assert encoded.dropped == [{"image_name": "train_24448", "reason": "no weather tag"}]
 
 
@@ -136,10 +146,10 @@ def test_label_map_lists_the_vocabulary():
 def test_split_rows_come_from_labels_csv_and_a_bad_one_is_named(tmp_path):
     encoded = encode_text(tmp_path, f"image_name,tags\n{CLEAR_ROWS}")
     labels_csv = tmp_path / "labels.csv"
-    encoded.table.to_csv(labels_csv, index=False)
+    labels_csv.write_text(labels_csv_text(encoded.table))
     rows = read_split_rows(labels_csv, "val")
-    assert len(rows) > 0 and set(rows["split"]) == {"val"}
-    assert list(rows["image_name"]) == list(encoded.table[encoded.table["split"] == "val"]["image_name"])
+    assert len(rows) > 0 and {row.split for row in rows} == {"val"}
+    assert rows == [row for row in encoded.table if row.split == "val"]
 
     with pytest.raises(LabelError, match=r"nowhere.csv: not found; run 'dvc repro encode_labels' first"):
         read_split_rows(tmp_path / "nowhere.csv", "val")
@@ -148,3 +158,34 @@ def test_split_rows_come_from_labels_csv_and_a_bad_one_is_named(tmp_path):
         LabelError, match=r"labels.csv: missing column\(s\) weather_labels, ground_labels; rerun"
     ):
         read_split_rows(labels_csv, "val")
+    labels_csv.write_text(labels_csv_text(encoded.table) + "train_99,val\n")
+    with pytest.raises(
+        LabelError, match=rf"labels.csv, row {len(encoded.table) + 2}: 2 field\(s\), expected 4; rerun"
+    ):
+        read_split_rows(labels_csv, "val")
+
+
+# Names a CSV reader could take for a number or a missing value, and names that need quoting.
+AWKWARD = [
+    LabelRow("NA", "[1, 0, 0, 0]", "[0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]", "val"),
+    LabelRow("007", "[0, 1, 0, 0]", "[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]", "val"),
+    LabelRow('a,"b"', "[0, 0, 1, 0]", "", "val"),
+    LabelRow("nan", "[0, 0, 0, 1]", "[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]", "train"),
+]
+
+
+def test_labels_csv_is_written_in_one_fixed_format():
+    """Its bytes are DVC's cache key for every serialize stage: a change of quoting or line
+    ending would rewrite all the shards."""
+    assert labels_csv_text(AWKWARD[2:]) == (
+        "image_name,weather_labels,ground_labels,split\n"
+        '"a,""b""","[0, 0, 1, 0]",,val\n'
+        'nan,"[0, 0, 0, 1]","[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]",train\n'
+    )
+
+
+def test_split_rows_keep_every_field_as_written(tmp_path):
+    labels_csv = tmp_path / "labels.csv"
+    labels_csv.write_text(labels_csv_text(AWKWARD))
+    assert read_split_rows(labels_csv, "val") == AWKWARD[:3]
+    assert read_split_rows(labels_csv, "train") == AWKWARD[3:]

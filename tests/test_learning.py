@@ -28,7 +28,8 @@ def test_the_trained_model_beats_the_trivial_baseline(tmp_path):
     # A larger test split than the default's 0.1: 150 chips make the F2 of one run steady.
     labels = encode_tags(read_tags_csv(raw / TAGS_CSV), val=0.2, test=0.3).table
     for split in SPLITS:
-        write_split(labels[labels["split"] == split], raw, records / split, split=split, shard_mb=16)
+        rows = [row for row in labels if row.split == split]
+        write_split(rows, raw, records / split, split=split, shard_mb=16)
 
     model = train_model(
         TRAIN,

@@ -85,12 +85,12 @@ def test_shards_and_manifest_agree(raw, tmp_path):
     assert check_manifest(out).examples == N_CHIPS
 
     records = read_records(out, manifest)
-    assert [r[FEATURE_NAME].decode() for r in records] == list(rows["image_name"])
+    assert [r[FEATURE_NAME].decode() for r in records] == [row.image_name for row in rows]
     first = records[0]
-    assert first[FEATURE_IMAGE] == image_path(raw, rows.iloc[0]["image_name"]).read_bytes()
+    assert first[FEATURE_IMAGE] == image_path(raw, rows[0].image_name).read_bytes()
     assert first[FEATURE_WEATHER].shape == (len(LABELS_WEATHER),) and first[FEATURE_WEATHER].sum() == 1
     assert first[FEATURE_GROUND].shape == (len(LABELS_GROUND),)
-    assert json.loads(rows.iloc[0]["weather_labels"]) == list(first[FEATURE_WEATHER])
+    assert json.loads(rows[0].weather_labels) == list(first[FEATURE_WEATHER])
     weather_counts = np.sum([r[FEATURE_WEATHER] for r in records], axis=0)
     assert [manifest.label_counts[t] for t in LABELS_WEATHER] == list(weather_counts)
 

@@ -171,7 +171,7 @@ def link_download(
     """Bring a checked download into ``dest`` by hard links, copying only across filesystems.
 
     ``rows`` maps each image name of ``train_v2.csv`` to its row (as
-    :func:`amazonia.data.labels.read_tags_csv` indexes them): ``dest``'s copy of the
+    :func:`amazonia.data.labels.read_tags_csv` numbers them): ``dest``'s copy of the
     file lacks the rows of chips left out. A chip that is no longer the file
     :func:`check_download` saw (replaced meanwhile) is unsafe too, per ``on_unsafe``.
 

@@ -6,14 +6,14 @@ Which tags exist, and in which order they are encoded, is :mod:`amazonia.data.vo
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pandas as pd
 
 from amazonia.common.errors import AmazoniaError
 from amazonia.data.vocabulary import ALL_LABELS, LABELS_GROUND, LABELS_WEATHER
@@ -22,7 +22,6 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 LABEL_MAP_VERSION = 1
 
 CSV_COLUMNS = ("image_name", "tags")
-ENCODED_COLUMNS = ("image_name", "weather_labels", "ground_labels", "split")
 
 
 class LabelError(AmazoniaError):
@@ -30,10 +29,33 @@ class LabelError(AmazoniaError):
 
 
 @dataclass(frozen=True)
+class TagRow:
+    """One record of ``train_v2.csv``: its row in the file (the header is row 1), the image
+    name and its tags as written (space-separated)."""
+
+    row: int
+    image_name: str
+    tags: str
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    """One row of ``labels.csv``: the article's label vectors, as text, and the split."""
+
+    image_name: str
+    weather_labels: str  # format_vector's text: "[0, 0, 1, 0]"
+    ground_labels: str
+    split: str
+
+
+ENCODED_COLUMNS = tuple(f.name for f in dataclasses.fields(LabelRow))
+
+
+@dataclass(frozen=True)
 class EncodedLabels:
     """``labels.csv`` rows plus what was dropped on the way."""
 
-    table: pd.DataFrame
+    table: list[LabelRow]
     dropped: list[dict[str, str]] = field(default_factory=list)
 
 
@@ -75,9 +97,9 @@ def assign_split(image_name: str, val: float, test: float) -> str:
     return "train"
 
 
-def read_tags_csv(path: Path | str) -> pd.DataFrame:
-    """Read Kaggle's ``train_v2.csv`` strictly: the ``image_name`` and ``tags`` columns,
-    indexed by each record's row in the file (the header is row 1).
+def read_tags_csv(path: Path | str) -> list[TagRow]:
+    """Read Kaggle's ``train_v2.csv`` strictly: the ``image_name`` and ``tags`` of each
+    record, with its row in the file (the header is row 1).
 
     UTF-8 with or without a byte-order mark (what Excel writes); blank lines are
     ignored. Raises :class:`LabelError` naming the file and row for text that is not
@@ -86,7 +108,7 @@ def read_tags_csv(path: Path | str) -> pd.DataFrame:
     are checked by :func:`encode_tags`.
     """
     path = Path(path)
-    header, columns, names, tags, rows = None, {}, [], [], []
+    header, columns, table = None, {}, []
     seen: dict[str, int] = {}
     for row, fields in _csv_records(path):
         if header is None:
@@ -111,14 +133,12 @@ def read_tags_csv(path: Path | str) -> pd.DataFrame:
                 "each chip must be listed once"
             )
         seen[name] = row
-        names.append(name)
-        tags.append(fields[columns["tags"]])
-        rows.append(row)
+        table.append(TagRow(row, name, fields[columns["tags"]]))
     if header is None:
         raise LabelError(f"{path}: the CSV is empty; expected a header 'image_name,tags' and rows")
-    if not rows:
+    if not table:
         raise LabelError(f"{path}: the CSV has a header but no rows")
-    return pd.DataFrame({"image_name": names, "tags": tags}, index=pd.Index(rows, name="row"))
+    return table
 
 
 def _csv_records(path: Path) -> Iterator[tuple[int, list[str]]]:
@@ -193,23 +213,23 @@ def _describe_csv_error(err: csv.Error) -> str:
 
 
 def encode_tags(
-    table: pd.DataFrame,
+    table: Sequence[TagRow],
     *,
     val: float,
     test: float,
     missing_weather: str = "drop",
     source: str = "train_v2.csv",
 ) -> EncodedLabels:
-    """Encode a ``image_name,tags`` table, as :func:`read_tags_csv` returns it (indexed by
-    row in the file), into the article's label columns plus a split.
+    """Encode the rows of ``train_v2.csv``, as :func:`read_tags_csv` returns them, into the
+    article's label columns plus a split, in the same order.
 
     Raises :class:`LabelError` naming the row for unknown tags, two weather tags and
     (with ``missing_weather='error'``) rows with no weather tag.
     """
     known = set(ALL_LABELS)
     rows, dropped, no_weather = [], [], []
-    for idx, name, tag_text in zip(table.index, table["image_name"], table["tags"]):
-        tags = tag_text.split()
+    for tag_row in table:
+        idx, name, tags = tag_row.row, tag_row.image_name, tag_row.tags.split()
         unknown = [t for t in tags if t not in known]
         if unknown:
             raise LabelError(
@@ -227,7 +247,7 @@ def encode_tags(
             dropped.append({"image_name": name, "reason": "no weather tag"})
             continue
         w, g = tags_to_vectors(tags)
-        rows.append((name, format_vector(w), format_vector(g), assign_split(name, val, test)))
+        rows.append(LabelRow(name, format_vector(w), format_vector(g), assign_split(name, val, test)))
     if no_weather and missing_weather == "error":
         listed = ", ".join(f"row {i} ({n})" for i, n in no_weather[:10])
         more = f" and {len(no_weather) - 10} more" if len(no_weather) > 10 else ""
@@ -235,24 +255,23 @@ def encode_tags(
             f"{source}: {len(no_weather)} row(s) have no weather tag: {listed}{more}; "
             "fix the tags or set labels.missing_weather: drop"
         )
-    encoded = pd.DataFrame(rows, columns=list(ENCODED_COLUMNS))
-    _check_splits(encoded, len(table), len(dropped), val=val, test=test, source=source)
-    return EncodedLabels(table=encoded, dropped=dropped)
+    _check_splits(rows, len(table), len(dropped), val=val, test=test, source=source)
+    return EncodedLabels(table=rows, dropped=dropped)
 
 
 def _check_splits(
-    encoded: pd.DataFrame, rows: int, dropped: int, *, val: float, test: float, source: str
+    encoded: Sequence[LabelRow], rows: int, dropped: int, *, val: float, test: float, source: str
 ) -> None:
     """Refuse a table that leaves a split empty: training, threshold tuning (val) and
     scoring (test) each need examples, and failing here costs seconds, not a training run."""
-    if encoded.empty:
+    if not encoded:
         why = (
             f"all {rows} row(s) were dropped for having no weather tag (labels.missing_weather: drop)"
             if rows and dropped == rows
             else "it has no rows"
         )
         raise LabelError(f"{source}: nothing to train on: {why}; every chip needs one weather tag")
-    sizes = encoded["split"].value_counts()
+    sizes = Counter(row.split for row in encoded)
     fractions = {"train": 1 - val - test, "val": val, "test": test}
     empty = [split for split in SPLITS if sizes.get(split, 0) == 0]
     if empty:
@@ -264,33 +283,60 @@ def _check_splits(
         )
 
 
-def read_split_rows(labels_csv: Path | str, split: str) -> pd.DataFrame:
-    """The rows of ``labels.csv`` (as written by encode_labels) assigned to ``split``."""
+def labels_csv_text(rows: Iterable[LabelRow]) -> str:
+    """``labels.csv``'s text: a header of :data:`ENCODED_COLUMNS`, then one line per row,
+    ``\n``-terminated, a field quoted only where it holds a comma, a quote or a line break."""
+    buffer = io.StringIO()
+    out = csv.writer(buffer, lineterminator="\n")
+    out.writerow(ENCODED_COLUMNS)
+    out.writerows([getattr(row, column) for column in ENCODED_COLUMNS] for row in rows)
+    return buffer.getvalue()
+
+
+def read_split_rows(labels_csv: Path | str, split: str) -> list[LabelRow]:
+    """The rows of ``labels.csv`` (as written by encode_labels) assigned to ``split``, in
+    file order; every field as the text written (an empty field stays ``""``)."""
     labels_csv = Path(labels_csv)
     try:
-        table = pd.read_csv(labels_csv, dtype=str, keep_default_na=False)
+        handle = labels_csv.open(encoding="utf-8-sig", newline="")
     except FileNotFoundError:
         raise LabelError(f"{labels_csv}: not found; run 'dvc repro encode_labels' first") from None
-    missing = [c for c in ENCODED_COLUMNS if c not in table.columns]
-    if missing:
-        raise LabelError(
-            f"{labels_csv}: missing column(s) {', '.join(missing)}; rerun 'dvc repro encode_labels'"
-        )
-    return table[table["split"] == split]
+    with handle:
+        reader = csv.reader(handle)
+        header = next(reader, [])
+        missing = [c for c in ENCODED_COLUMNS if c not in header]
+        if missing:
+            raise LabelError(
+                f"{labels_csv}: missing column(s) {', '.join(missing)}; rerun 'dvc repro encode_labels'"
+            )
+        positions = [header.index(c) for c in ENCODED_COLUMNS]
+        rows = []
+        for fields in reader:
+            if not fields:
+                continue
+            if len(fields) != len(header):
+                raise LabelError(
+                    f"{labels_csv}, row {reader.line_num}: {len(fields)} field(s), expected "
+                    f"{len(header)}; rerun 'dvc repro encode_labels'"
+                )
+            row = LabelRow(*(fields[i] for i in positions))
+            if row.split == split:
+                rows.append(row)
+    return rows
 
 
-def label_counts(encoded: pd.DataFrame) -> dict[str, dict[str, int]]:
-    """Per-split, per-tag counts of an encoded table (plus ``images``)."""
-    counts: dict[str, dict[str, int]] = {}
-    for split in SPLITS:
-        part = encoded[encoded["split"] == split]
-        per_tag = dict.fromkeys(ALL_LABELS, 0)
-        for w_text, g_text in zip(part["weather_labels"], part["ground_labels"]):
-            w = parse_vector(w_text, len(LABELS_WEATHER))
-            g = parse_vector(g_text, len(LABELS_GROUND))
-            for tag in vectors_to_tags(w, g):
-                per_tag[tag] += 1
-        counts[split] = {"images": int(len(part)), **per_tag}
+def label_counts(encoded: Iterable[LabelRow]) -> dict[str, dict[str, int]]:
+    """Per-split, per-tag counts of encoded rows (plus ``images``)."""
+    counts = {split: {"images": 0, **dict.fromkeys(ALL_LABELS, 0)} for split in SPLITS}
+    for row in encoded:
+        per_split = counts.get(row.split)
+        if per_split is None:
+            continue
+        w = parse_vector(row.weather_labels, len(LABELS_WEATHER))
+        g = parse_vector(row.ground_labels, len(LABELS_GROUND))
+        per_split["images"] += 1
+        for tag in vectors_to_tags(w, g):
+            per_split[tag] += 1
     return counts
 
 

@@ -25,16 +25,16 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import apache_beam as beam
-import pandas as pd
 from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from amazonia.common.files import atomic_dir
+from amazonia.data.labels import LabelRow
 from amazonia.data.records import encode, writer
 from amazonia.data.records.manifest import (
     ChipOutcome,
@@ -56,7 +56,7 @@ LOCAL_RUNNER = "FnApiRunner"  # the runner when beam_options name none
 
 
 def write_split_beam(
-    rows: pd.DataFrame,
+    rows: Iterable[LabelRow],
     raw_dir: Path | str,
     out_dir: Path | str,
     *,

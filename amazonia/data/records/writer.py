@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
-import pandas as pd
 from tqdm import tqdm
 
 from amazonia.common.files import atomic_dir
 from amazonia.data.kaggle import IMAGE_SUFFIX, image_path
-from amazonia.data.labels import parse_vector
+from amazonia.data.labels import LabelRow, parse_vector
 from amazonia.data.records import encode
 from amazonia.data.records.images import BadImageError
 from amazonia.data.records.manifest import ChipOutcome, Manifest, ShardInfo, build_manifest
@@ -33,17 +33,17 @@ from amazonia.data.vocabulary import LABELS_GROUND, LABELS_WEATHER
 log = logging.getLogger(__name__)
 
 
-def chip_jobs(rows: pd.DataFrame, raw_dir: Path | str) -> list[encode.ChipJob]:
+def chip_jobs(rows: Iterable[LabelRow], raw_dir: Path | str) -> list[encode.ChipJob]:
     """The ``labels.csv`` rows of a split as jobs for either writer, in row order."""
     folder = str(image_path(raw_dir, "_").parent)  # one Path, not one per chip
     return [
         encode.ChipJob(
-            name,
-            os.path.join(folder, f"{name}{IMAGE_SUFFIX}"),
-            tuple(parse_vector(w, len(LABELS_WEATHER))),
-            tuple(parse_vector(g, len(LABELS_GROUND))),
+            row.image_name,
+            os.path.join(folder, f"{row.image_name}{IMAGE_SUFFIX}"),
+            tuple(parse_vector(row.weather_labels, len(LABELS_WEATHER))),
+            tuple(parse_vector(row.ground_labels, len(LABELS_GROUND))),
         )
-        for name, w, g in zip(rows["image_name"], rows["weather_labels"], rows["ground_labels"])
+        for row in rows
     ]
 
 
@@ -56,7 +56,7 @@ def bad_image_error(path: str, name: str, reason: str, split: str) -> BadImageEr
 
 
 def write_split(
-    rows: pd.DataFrame,
+    rows: Iterable[LabelRow],
     raw_dir: Path | str,
     out_dir: Path | str,
     *,
