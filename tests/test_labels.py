@@ -12,6 +12,7 @@ from amazonia.data.labels import (
     encode_tags,
     format_vector,
     labels_csv_text,
+    parse_vector,
     read_split_rows,
     read_tags_csv,
 )
@@ -189,3 +190,10 @@ def test_split_rows_keep_every_field_as_written(tmp_path):
     labels_csv.write_text(labels_csv_text(AWKWARD))
     assert read_split_rows(labels_csv, "val") == AWKWARD[:3]
     assert read_split_rows(labels_csv, "train") == AWKWARD[3:]
+
+
+@pytest.mark.parametrize("text", ["", "[0, 1", "[0, 1, 0, 2]", "[0, 1, 0]", '"0100"'])
+def test_a_label_vector_that_is_not_one_is_named(text):
+    with pytest.raises(LabelError) as caught:
+        parse_vector(text, 4)
+    assert str(caught.value) == f"not a 4-long 0/1 label vector: {text!r}"

@@ -652,14 +652,14 @@ def test_predict_unreachable_server_is_a_one_line_error(exported: Exported) -> N
     )
 
 
-# Modules a client (or the serving contract's readers) imports: no TensorFlow, Keras or pandas.
+# Modules a client (or the serving contract's readers) imports: no TensorFlow or Keras.
 LIGHT_MODULES = (
     "amazonia.client.predict",
     "amazonia.export.contract",
     "amazonia.model.names",
     "amazonia.serving.params",  # amazonia predict reads serve: too
 )
-HEAVY = ("tensorflow", "keras", "tf_keras", "pandas")  # pandas: 0.3 s of start-up, for nothing
+HEAVY = ("tensorflow", "keras", "tf_keras")
 
 
 def heavy_imports_after(code: str, cwd: Path) -> list[str]:

@@ -66,7 +66,10 @@ def format_vector(bits: Sequence[int]) -> str:
 
 def parse_vector(text: str, length: int) -> list[int]:
     """Inverse of :func:`format_vector`, checking the length."""
-    bits = json.loads(text)
+    try:
+        bits = json.loads(text)
+    except json.JSONDecodeError:
+        bits = None
     if not isinstance(bits, list) or len(bits) != length or any(b not in (0, 1) for b in bits):
         raise LabelError(f"not a {length}-long 0/1 label vector: {text!r}")
     return [int(b) for b in bits]
