@@ -50,8 +50,7 @@ def f_beta(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, beta: float = BETA) -
     0 where that is 0 / 0 (nothing true and nothing predicted), as scikit-learn's ``zero_division=0``.
     """
     b2 = beta**2
-    denominator = (1 + b2) * tp + b2 * fn + fp
-    return np.divide((1 + b2) * tp, denominator, out=np.zeros(np.shape(tp)), where=denominator > 0)
+    return _ratio((1 + b2) * tp, (1 + b2) * tp + b2 * fn + fp)
 
 
 def kaggle_f2(truth: np.ndarray, predicted: np.ndarray) -> float:
