@@ -257,16 +257,15 @@ def test_amazonia_serve_answers_every_architecture_through_both_signatures(
     import tensorflow as tf
 
     from amazonia.data.records.schema import FEATURE_IMAGE, feature_spec
-    from amazonia.model.preprocessing import preprocess, to_model_input
 
     shards = sorted(str(p) for p in (tiny_pipeline / "data/tfrecords/test").glob("*.tfrecord-*"))
     jpegs = [
         tf.io.parse_single_example(record, feature_spec())[FEATURE_IMAGE].numpy()
         for record in tf.data.TFRecordDataset(shards).take(SERVE_CHIPS)
     ]
-    chips = np.stack([to_model_input(preprocess(jpeg, SIZE)).numpy() for jpeg in jpegs])
-    # The chips the Keras models answered in the fixture's process.
-    np.testing.assert_array_equal(chips, np.load(exported_architectures / "served_chips.npy"))
+    # The fixture's pixels of these files, which the Keras models answered there: that
+    # serving_bytes, given the files, answers the same ties the two together.
+    chips = np.load(exported_architectures / "served_chips.npy")
     float_body = {"instances": chips.tolist()}
     bytes_body = {
         "signature_name": "serving_bytes",
