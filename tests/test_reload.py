@@ -62,9 +62,10 @@ def marked_copy(version_dir: Path, dest: Path, mark: float) -> Path:
 class Server:
     port: int
     base: Path
+    model: str
 
     def url(self, path: str = "") -> str:
-        return f"http://127.0.0.1:{self.port}/v1/models/{MODEL}{path}"
+        return f"http://127.0.0.1:{self.port}/v1/models/{self.model}{path}"
 
     def listed(self) -> dict[str, str]:
         statuses = requests.get(self.url(), timeout=30).json()["model_version_status"]
@@ -81,13 +82,28 @@ class Server:
         return response.json()["ground"][LABELS_GROUND[0]] if response.status_code == 200 else None
 
 
-@pytest.fixture
-def server(version_dir: Path, tmp_path: Path) -> Iterator[Server]:
-    """``amazonia serve`` over a private model folder holding version 1 (mark 0.5)."""
-    base = tmp_path / "models" / MODEL
-    shutil.copytree(version_dir, base / "1")
-    for _, port in serve_models(base, tmp_path / "serve.log", MODEL, "--poll-seconds", str(POLL_SECONDS)):
-        yield Server(port, base)
+# One model per HTTP test, each over its own folder, all served by one ``amazonia serve``
+# (a model config file): what a test does to its folder, no other test's model sees.
+HTTP_MODELS = ("written-in-two-steps", "deleted-and-rewritten", "moved")
+
+
+@pytest.fixture(scope="module")
+def servers(version_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Server]]:
+    """``amazonia serve`` over HTTP_MODELS, each a private folder holding version 1 (mark
+    0.5), every version served (``all {}``, as with ``--model_base_path``)."""
+    root = tmp_path_factory.mktemp("reload")
+    configs = []
+    for model in HTTP_MODELS:
+        shutil.copytree(version_dir, root / model / "1")
+        configs.append(
+            f'config {{ name: "{model}" base_path: "{model}" model_platform: "tensorflow" '
+            "model_version_policy { all {} } }"
+        )
+    config = root / "models.config"
+    config.write_text("model_config_list {\n  " + "\n  ".join(configs) + "\n}\n")
+    options = ("--model_config_file", str(config), "--poll-seconds", str(POLL_SECONDS))
+    for _, port in serve_models(None, root / "serve.log", HTTP_MODELS[0], *options):
+        yield {model: Server(port, root / model, model) for model in HTTP_MODELS}
 
 
 def wait_for(condition: Callable[[], bool], what: str) -> None:
@@ -140,7 +156,10 @@ def polls(n: int) -> None:
 # --- over HTTP ------------------------------------------------------------------------------
 
 
-def test_a_folder_written_in_two_steps_is_served_once_complete(server: Server, version_dir: Path) -> None:
+def test_a_folder_written_in_two_steps_is_served_once_complete(
+    servers: dict[str, Server], version_dir: Path
+) -> None:
+    server = servers["written-in-two-steps"]
     # As cp -r or dvc pull write it: saved_model.pb first, variables/ some time later.
     partial = server.base / "2"
     partial.mkdir()
@@ -162,8 +181,9 @@ def test_a_folder_written_in_two_steps_is_served_once_complete(server: Server, v
 
 
 def test_a_version_folder_deleted_and_rewritten_is_served_throughout(
-    server: Server, version_dir: Path
+    servers: dict[str, Server], version_dir: Path
 ) -> None:
+    server = servers["deleted-and-rewritten"]
     # DVC deletes an output before restoring it; the copy back is not atomic either.
     replacement = marked_copy(version_dir, server.base.parent / "replacement", mark=0.25)
     with Asker(server, (":predict", "/versions/1:predict", "/metadata", "")) as asker:
@@ -181,7 +201,10 @@ def test_a_version_folder_deleted_and_rewritten_is_served_throughout(
     assert server.listed() == {"1": AVAILABLE}
 
 
-def test_a_new_version_is_loaded_before_the_old_one_is_unloaded(server: Server, version_dir: Path) -> None:
+def test_a_new_version_is_loaded_before_the_old_one_is_unloaded(
+    servers: dict[str, Server], version_dir: Path
+) -> None:
+    server = servers["moved"]
     # The old version's folder goes in the same poll as the new one's appears (a "move").
     shutil.copytree(version_dir, server.base / ".tmp-2")
     with Asker(server, (":predict", "/metadata")) as asker:
