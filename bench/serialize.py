@@ -77,13 +77,14 @@ def article_serialize(rows: list[LabelRow], raw_dir: Path, out_file: Path, size:
 
     written = 0
     with tf.io.TFRecordWriter(str(out_file)) as writer:
-        for name, weather, ground in ((r.image_name, r.weather_labels, r.ground_labels) for r in rows):
-            image = img_to_array(load_img(image_path(raw_dir, name), target_size=(size, size))) / 255.0
+        for row in rows:
+            chip = load_img(image_path(raw_dir, row.image_name), target_size=(size, size))
+            image = img_to_array(chip) / 255.0
             feature = {
                 "image": _bytes(image.tobytes()),
-                "weather_labels": _ints(parse_vector(weather, len(LABELS_WEATHER))),
-                "ground_labels": _ints(parse_vector(ground, len(LABELS_GROUND))),
-                "image_name": _bytes(name.encode("utf-8")),
+                "weather_labels": _ints(parse_vector(row.weather_labels, len(LABELS_WEATHER))),
+                "ground_labels": _ints(parse_vector(row.ground_labels, len(LABELS_GROUND))),
+                "image_name": _bytes(row.image_name.encode("utf-8")),
             }
             example = tf.train.Example(features=tf.train.Features(feature=feature))
             writer.write(example.SerializeToString())

@@ -3,6 +3,7 @@ git + DVC repositories in which tests run real ``dvc repro``."""
 
 from __future__ import annotations
 
+import csv
 import fcntl
 import hashlib
 import io
@@ -66,6 +67,12 @@ def run_python(code: str, *args: object, cwd: Path, **env: str) -> subprocess.Co
     if result.returncode != 0:
         raise AssertionError(f"python -c ... exited {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    """A CSV file's rows as dicts keyed by its header, every field as the text written."""
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def file_digests(root: Path) -> dict[str, str]:

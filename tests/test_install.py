@@ -91,18 +91,14 @@ def test_locks_agree_on_every_shared_version_and_hold_one_tensorflow() -> None:
     assert set(locks["runtime"]) < set(locks["beam"]) < set(locks["test"])
 
 
-def test_no_lock_holds_scikit_learn() -> None:
-    """Keras imports scikit-learn whenever it is installed (keras/src/wrappers/fixes.py), and
-    SciPy with it: CPU at the start of every TensorFlow process, for nothing amazonia uses."""
-    holding = [name for name in LOCKS if "scikit-learn" in read_lock(REQUIREMENTS / f"{name}.txt")]
-    assert not holding, f"scikit-learn is in the {holding} locks: their `# via` lines say what pulls it in"
-
-
-def test_no_lock_holds_pandas() -> None:
-    """Keras imports pandas whenever it is installed (keras/src/trainers/data_adapters/array_slicing.py):
-    0.3 s of CPU at the start of every TensorFlow process; amazonia reads its CSVs with the csv module."""
-    holding = [name for name in LOCKS if "pandas" in read_lock(REQUIREMENTS / f"{name}.txt")]
-    assert not holding, f"pandas is in the {holding} locks: their `# via` lines say what pulls it in"
+# Keras imports each whenever it is installed, at the start of every TensorFlow process, for
+# nothing amazonia uses: scikit-learn (keras/src/wrappers/fixes.py, SciPy with it) and pandas
+# (keras/src/trainers/data_adapters/array_slicing.py, 0.3 s of CPU; amazonia reads its CSVs
+# with the csv module).
+@pytest.mark.parametrize("package", ["scikit-learn", "pandas"])
+def test_no_lock_holds_what_keras_imports_for_nothing(package: str) -> None:
+    holding = [name for name in LOCKS if package in read_lock(REQUIREMENTS / f"{name}.txt")]
+    assert not holding, f"{package} is in the {holding} locks: their `# via` lines say what pulls it in"
 
 
 def test_uv_is_locked_with_hashes_from_its_input() -> None:

@@ -1,4 +1,3 @@
-import csv
 import json
 from collections import Counter
 from pathlib import Path
@@ -17,6 +16,7 @@ from amazonia.data.labels import (
     read_tags_csv,
 )
 from amazonia.data.vocabulary import ALL_LABELS, LABELS_GROUND, LABELS_WEATHER
+from tests.conftest import csv_rows
 
 # Hand-written rows in train_v2.csv's layout and the article's encoding of each
 # (tests/fixtures/README.md says how they were made and what they cover).
@@ -29,11 +29,6 @@ def write_csv(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "train_v2.csv"
     path.write_text(text)
     return path
-
-
-def csv_rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def encode_text(tmp_path: Path, text: str, **kwargs):

@@ -4,7 +4,6 @@ reaches the shards through data/raw.md5."""
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from PIL import Image
 from amazonia.data.kaggle import image_path
 from amazonia.data.labels import SPLITS
 from amazonia.data.synthetic.generate import generate_dataset
-from tests.conftest import BIN, ran_stages, run, set_params
+from tests.conftest import BIN, csv_rows, ran_stages, run, set_params
 
 DVC = str(BIN / "dvc")
 SERIALIZE = {f"serialize@{split}" for split in SPLITS}
@@ -86,8 +85,9 @@ def test_a_chip_replaced_in_the_download_reaches_its_shards_after_a_forced_inges
     assert repro(project, "--force", "ingest") == {"ingest"}
     assert repro(project, *targets) == {"encode_labels", *SERIALIZE}
     after = lock_outs(project)
-    with (project / "data/labels/labels.csv").open(newline="") as handle:
-        changed = next(row["split"] for row in csv.DictReader(handle) if row["image_name"] == "train_3")
+    changed = next(
+        row["split"] for row in csv_rows(project / "data/labels/labels.csv") if row["image_name"] == "train_3"
+    )
     for split in SPLITS:
         shards = f"data/tfrecords/{split}"
         assert (after[shards] != before[shards]) == (split == changed), split

@@ -1,4 +1,3 @@
-import csv
 import io
 import json
 from collections import Counter
@@ -11,12 +10,11 @@ from amazonia.data.kaggle import image_path
 from amazonia.data.labels import read_tags_csv
 from amazonia.data.synthetic.generate import generate_dataset, render_jpeg, sample_tag_sets
 from amazonia.data.vocabulary import ALL_LABELS, LABELS_WEATHER
-from tests.conftest import file_digests, run_python
+from tests.conftest import csv_rows, file_digests, run_python
 
 
 def reference_frequencies(reference) -> dict[str, float]:
-    with (reference / "KagglePlanetMCML.csv").open(newline="") as handle:
-        table = list(csv.DictReader(handle))
+    table = csv_rows(reference / "KagglePlanetMCML.csv")
     weather = np.array([json.loads(row["weather_labels"]) for row in table])
     ground = np.array([json.loads(row["ground_labels"]) for row in table])
     return dict(zip(ALL_LABELS, np.concatenate([weather.mean(0), ground.mean(0)])))
@@ -60,9 +58,10 @@ def test_chips_are_deterministic_real_jpegs():
 def test_generated_folder_is_kaggles_layout(tmp_path):
     tag_sets = generate_dataset(tmp_path, 12, seed=9, workers=1)
     assert (tmp_path / "train_v2.csv").read_text().splitlines()[0] == "image_name,tags"
-    names = [row.image_name for row in read_tags_csv(tmp_path / "train_v2.csv")]
+    table = read_tags_csv(tmp_path / "train_v2.csv")
+    names = [row.image_name for row in table]
     assert names == [f"train_{i}" for i in range(12)]
-    assert [tuple(row.tags.split()) for row in read_tags_csv(tmp_path / "train_v2.csv")] == tag_sets
+    assert [tuple(row.tags.split()) for row in table] == tag_sets
     for i, (name, tags) in enumerate(zip(names, tag_sets)):
         assert image_path(tmp_path, name).read_bytes() == render_jpeg(i, tags, seed=9)
     assert {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.jpg")} == {
