@@ -38,20 +38,23 @@ def add_comment(repo: Path, module: str) -> None:
         handle.write("\n# a comment: no output can change\n")
 
 
-def test_an_edit_reruns_only_the_stages_that_run_it_and_identical_shards_stop_it(pipeline_copy):
+def test_an_edit_reruns_only_the_stages_that_run_it_and_identical_outputs_stop_it(pipeline_copy):
     repo = pipeline_copy
     before = lock_outs(repo)
     # The error gallery is evaluate's alone; the Beam writer, the serialize stages' alone
     # (a lazy import, taken only with serialize.runner: beam). The shards come out the
-    # same, so train, which reads them, does not rerun, nor anything after it.
+    # same, so train, which reads them, does not rerun. stages/export.py is export's
+    # alone: a new process exports the same model to the same files, so smoke_check, which
+    # reads them, does not rerun.
     add_comment(repo, "amazonia/model/error_gallery.py")
     add_comment(repo, "amazonia/data/records/beam_writer.py")
-    assert repro(repo) == {*SERIALIZE, "evaluate"}
+    add_comment(repo, "stages/export.py")
+    assert repro(repo) == {*SERIALIZE, "evaluate", "export"}
     after = lock_outs(repo)
     assert {path: after[path] for path in after if path.startswith("data/tfrecords/")} == {
         path: before[path] for path in before if path.startswith("data/tfrecords/")
     }
-    assert after == before  # evaluate's outputs too: same model, same data, same bytes
+    assert after == before  # evaluate's and export's outputs too: same inputs, same bytes
 
 
 def test_a_comment_in_trainers_code_reruns_train_to_the_same_model_keras_and_stops(pipeline_copy):

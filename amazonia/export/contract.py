@@ -95,6 +95,7 @@ SIGNATURES: Mapping[str, SignatureContract] = MappingProxyType(
 
 
 SAVED_MODEL_PB = "saved_model.pb"
+FINGERPRINT_PB = "fingerprint.pb"  # hashes of the SavedModel, beside saved_model.pb (TF >= 2.12)
 CANDIDATES_DIR = "candidates"  # under models/: exported, not yet checked, never served
 # What a poller takes for a version folder: a name of ASCII digits, parsed as the version,
 # within int64 (TF Serving's ``safe_strto64``; its versions are int64). Anything else
