@@ -177,7 +177,8 @@ def test_gto_stages_choose_the_model_dvc_artifacts_get_brings_from_the_local_rem
         "import json, sys, dvc.api\n"
         "print(json.dumps(dvc.api.artifacts_show(sys.argv[1], stage='stable', repo=sys.argv[2])))"
     )
-    shown = run_python(show_stable, name, server, cwd=tmp_path)
+    # DVC's API leaves its temporary clone in TMPDIR (the dvc command removes it): here, tmp_path.
+    shown = run_python(show_stable, name, server, cwd=tmp_path, TMPDIR=str(tmp_path))
     baseline_commit = run(["git", "rev-parse", "HEAD~1"], origin).stdout.strip()
     assert json.loads(shown.stdout) == {"rev": baseline_commit, "path": published_path(origin).as_posix()}
 
