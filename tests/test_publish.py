@@ -286,18 +286,34 @@ def break_the_float_signature(repo: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_failing_smoke_check_publishes_nothing_and_the_server_never_answers_from_it(
+def test_a_passing_reexport_is_swapped_in_without_a_404_and_a_failing_one_is_never_served(
     pipeline_copy: Path, serving: Server
 ) -> None:
-    """A broken export fails its smoke check as a re-export of the served version 1, then as
-    a new version 2 (``export.version`` reruns export and smoke_check, nothing else): neither
-    is published, and the server answers from the good version 1 throughout."""
+    """A passing re-export of the served version 1 replaces it while the server answers
+    from it, never missing. Then a broken export fails its smoke check as a re-export of
+    version 1, then as a new version 2 (``export.version`` reruns export and smoke_check,
+    nothing else): neither is published, and the server answers from the good version 1
+    throughout."""
     repo = pipeline_copy
     base = repo / "models" / MODEL
-    served = files(base)
-    assert sorted(p.name for p in base.iterdir() if not p.name.startswith(".")) == ["1"]
-    break_the_float_signature(repo)
+    published = repo / published_dir("models", MODEL, 1)
+    folder_before = published.stat().st_ino
+    # Any change in amazonia/export reruns both stages; the model itself is the same.
+    with (repo / "amazonia" / "export" / "__init__.py").open("a") as init:
+        init.write("# touched by a test: export again\n")
 
+    done, asker, expected = repro_while_asked(repo, serving, swapped_in=True)
+
+    assert done.returncode == 0, done.stderr
+    assert ran_stages(done.stdout) == {"export", "smoke_check"}
+    assert_same_answers(asker, expected)  # every answer a 200: version 1 was never missing
+    assert published.stat().st_ino != folder_before  # a new folder, swapped in
+    assert files(published) == files(repo / candidate_dir("models", MODEL, 1))
+    assert sorted(p.name for p in base.iterdir()) == [".gitignore", "1"]
+    assert run([DVC, "status"], repo).stdout.strip() == "Data and pipelines are up to date."
+
+    served = files(base)
+    break_the_float_signature(repo)
     for version in (1, 2):
         set_params(repo, {"export": {"version": version}})
 
@@ -313,25 +329,3 @@ def test_a_failing_smoke_check_publishes_nothing_and_the_server_never_answers_fr
         assert files(base) == served  # not a byte changed, no version added, no temporary left
         status = requests.get(serving.url(""), timeout=30).json()["model_version_status"]
         assert [(s["version"], s["state"]) for s in status] == [("1", "AVAILABLE")]
-
-
-@pytest.mark.slow
-def test_a_passing_reexport_of_the_served_version_is_swapped_in_without_a_404(
-    pipeline_copy: Path, serving: Server
-) -> None:
-    repo = pipeline_copy
-    published = repo / published_dir("models", MODEL, 1)
-    folder_before = published.stat().st_ino
-    # Any change in amazonia/export reruns both stages; the model itself is the same.
-    with (repo / "amazonia" / "export" / "__init__.py").open("a") as init:
-        init.write("# touched by a test: export again\n")
-
-    done, asker, expected = repro_while_asked(repo, serving, swapped_in=True)
-
-    assert done.returncode == 0, done.stderr
-    assert ran_stages(done.stdout) == {"export", "smoke_check"}
-    assert_same_answers(asker, expected)  # every answer a 200: version 1 was never missing
-    assert published.stat().st_ino != folder_before  # a new folder, swapped in
-    assert files(published) == files(repo / candidate_dir("models", MODEL, 1))
-    assert sorted(p.name for p in published.parent.iterdir()) == [".gitignore", "1"]
-    assert run([DVC, "status"], repo).stdout.strip() == "Data and pipelines are up to date."
