@@ -23,9 +23,10 @@ BENCHMARKS: tuple[str, ...] = (
 # Run only when named: the whole pipeline at Kaggle scale (``make bench-scale``, minutes),
 # what decoder bombs cost TensorFlow (a minute), the threshold strategies on a trained
 # project (``BENCH_PROJECT``, default this checkout), the training speed of every
-# train.architecture (minutes), and model quality per configuration at Kaggle scale
+# train.architecture (minutes), the export of every train.architecture against Keras's
+# model.export (minutes), and model quality per configuration at Kaggle scale
 # (``make bench-quality``, hours).
-ON_REQUEST: tuple[str, ...] = ("scale", "decoder_bombs", "thresholds", "architectures", "quality")
+ON_REQUEST: tuple[str, ...] = ("scale", "decoder_bombs", "thresholds", "architectures", "export", "quality")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
