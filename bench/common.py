@@ -6,6 +6,7 @@ git-ignored). Helpers log; only the benchmark reports are printed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -170,6 +171,15 @@ def tool_env(**extra: str) -> dict[str, str]:
     env.pop("PYTHONPATH", None)
     env.update(extra)
     return env
+
+
+def file_digests(root: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``root``, by path relative to it."""
+    return {
+        path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
 
 
 def copy_project(dest: Path) -> Path:

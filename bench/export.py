@@ -11,7 +11,6 @@ signatures, one of them decoding files in the graph; ``model.export`` has one, t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -21,15 +20,16 @@ from pathlib import Path
 
 from amazonia.common.params import ARCHITECTURES, TrainParams
 from bench.common import (
+    PROJECT_ROOT,
     WORK_DIR,
     Settings,
     cpu_busy_percent,
+    file_digests,
     machine_description,
     markdown_table,
     save_results,
     tool_env,
 )
-from bench.serialize import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +87,6 @@ def _python(code: str, *args: object) -> str:
     return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
 
 
-def folder_digest(folder: Path) -> str:
-    """SHA-256 over every file's relative path and bytes, in path order."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
-
-
 def folder_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
 
@@ -104,14 +96,14 @@ def export_twice(keras_file: Path, way: str, work: Path) -> dict:
     runs = []
     for attempt in (1, 2):
         out = work / f"{way.replace(' ', '-').replace('.', '-')}-{attempt}"
-        runs.append({**json.loads(_python(EXPORT, way, keras_file, out)), "digest": folder_digest(out)})
+        runs.append({**json.loads(_python(EXPORT, way, keras_file, out)), "digests": file_digests(out)})
     return {
         "way": way,
         "cpu_s": [r["cpu_s"] for r in runs],
         "mb": folder_mb(out),
         "stored_values": runs[0]["stored_values"],
         "parameters": runs[0]["parameters"],
-        "same_bytes": runs[0]["digest"] == runs[1]["digest"],
+        "same_bytes": runs[0]["digests"] == runs[1]["digests"],
     }
 
 

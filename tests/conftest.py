@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import fcntl
-import hashlib
 import io
 import json
 import os
@@ -28,7 +27,7 @@ import yaml
 from amazonia.data.vocabulary import LABELS_GROUND
 
 # Shared with the benchmarks, which make the same throw-away copies of the project.
-from bench.common import copy_project, set_params, tool_env  # noqa: F401 (tests import them from here)
+from bench.common import copy_project, file_digests, set_params, tool_env  # noqa: F401 (tests import them from here)
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "reference"
@@ -73,15 +72,6 @@ def csv_rows(path: Path) -> list[dict[str, str]]:
     """A CSV file's rows as dicts keyed by its header, every field as the text written."""
     with path.open(newline="") as handle:
         return list(csv.DictReader(handle))
-
-
-def file_digests(root: Path) -> dict[str, str]:
-    """SHA-256 of every file under ``root``, by path relative to it."""
-    return {
-        path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(root.rglob("*"))
-        if path.is_file()
-    }
 
 
 def ran_stages(output: str) -> set[str]:
