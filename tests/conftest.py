@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -370,10 +371,13 @@ def kill_repro_when(
 ) -> None:
     """Start ``dvc repro TARGETS`` in ``repo`` and kill -9 it, DVC and its stage alike,
     as soon as ``ready()``; fail if it ends first or ``waiting_for`` never happens."""
+    # A killed process leaves its temporary files (TF's autograph writes one per converted
+    # function and removes them at exit): they go beside the repository, not into /tmp.
+    scratch = Path(tempfile.mkdtemp(prefix="killed-tmp-", dir=repo.parent))
     proc = subprocess.Popen(
         [str(BIN / "dvc"), "repro", *targets],
         cwd=repo,
-        env=tool_env(),
+        env=tool_env(TMPDIR=str(scratch)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
