@@ -49,7 +49,7 @@ from amazonia.export.contract import (
 )
 from amazonia.export.publish import publish
 from amazonia.export.saved_model import export_saved_model, load_trained_model, warmup_from_split
-from amazonia.export.smoke import SmokeCheckError, describe_saved_model, run_smoke_check
+from amazonia.export.smoke import SmokeCheckError, describe_saved_model, run_smoke_check, xla_functions
 from amazonia.export.warmup import (
     WARMUP_CHIPS,
     WarmupRequest,
@@ -284,6 +284,7 @@ def test_smoke_check_passes_on_a_good_export(project: Path):
     assert {
         "files",
         "signature serving_default outputs",
+        "no XLA",
         "saved model vs keras",
         "warmup requests",
         "saved_model_cli run",
@@ -412,6 +413,55 @@ def test_with_tta_d4_both_signatures_average_the_eight_views_as_the_keras_refere
     unlike = run_smoke_check(tmp_path / "d4" / "1", project / MODEL_KERAS, test_split, tta="none")
     failed = [c.name for c in unlike.checks if not c.passed]
     assert failed == ["saved model vs keras"]
+
+
+def grouped_model(image_size: int) -> keras.Model:
+    """Two heads on a depthwise convolution written as Keras's grouped Conv2D, as ConvNeXt's
+    are: one input channel per group, two outputs from each."""
+    inputs = keras.Input((image_size, image_size, 3), name=INPUT_NAME)
+    features = keras.layers.Conv2D(6, 3, padding="same", groups=3, name="grouped")(inputs)
+    features = keras.layers.GlobalAveragePooling2D()(features)
+    outputs = {
+        "weather": keras.layers.Dense(4, activation="softmax", name="weather")(features),
+        "ground": keras.layers.Dense(13, activation="sigmoid", name="ground")(features),
+    }
+    return keras.Model(inputs, outputs)
+
+
+@pytest.mark.slow
+def test_a_grouped_convolution_is_exported_without_xla_and_an_export_needing_xla_fails_the_smoke_check(
+    project: Path, tmp_path: Path
+):
+    keras.utils.set_random_seed(2)
+    model, test_split = grouped_model(SIZE), project / RECORDS_DIR / "test"
+    model.save(tmp_path / "model.keras")
+
+    # As the export stage loads it: the same convolution as a DepthwiseConv2D.
+    inference = load_trained_model(tmp_path / "model.keras")
+    depthwise = inference.get_layer("grouped")
+    assert isinstance(depthwise, keras.layers.DepthwiseConv2D) and depthwise.depth_multiplier == 2
+    chips = np.random.default_rng(0).random((2, SIZE, SIZE, 3), dtype=np.float32)
+    for head in ("weather", "ground"):
+        np.testing.assert_allclose(inference(chips)[head], model(chips)[head], atol=1e-6)
+    warmup = warmup_from_split(inference, test_split)
+    export_saved_model(inference, tmp_path / "depthwise" / "1", label_map(), THRESHOLDS, warmup=warmup)
+    assert xla_functions(tmp_path / "depthwise" / "1") == []
+
+    # The model as Keras runs it: its grouped convolution is a function XLA must compile.
+    export_saved_model(model, tmp_path / "grouped" / "1", label_map(), THRESHOLDS, warmup=warmup)
+    needing_xla = xla_functions(tmp_path / "grouped" / "1")
+    assert needing_xla
+    report = run_smoke_check(tmp_path / "grouped" / "1", tmp_path / "model.keras", test_split)
+    failed = {c.name: c.detail for c in report.checks if not c.passed}
+    assert list(failed) == ["no XLA"], failed
+    assert failed["no XLA"] == (
+        f"{len(needing_xla)} function(s) must be compiled by XLA ({', '.join(needing_xla[:3])}"
+        f"{f' and {len(needing_xla) - 3} more' if len(needing_xla) > 3 else ''}), "
+        "which TF Serving leaves off on CPU (--xla_cpu_compilation_enabled=false): "
+        "it would fail their first request. "
+        "Export what amazonia.model.network.for_inference makes of the model (depthwise grouped "
+        "convolutions as DepthwiseConv2D), or leave out the layers that need XLA"
+    )
 
 
 def stored_chip_names(project: Path) -> list[str]:

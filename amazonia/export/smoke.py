@@ -4,7 +4,8 @@ It runs on the export stage's candidate, which :mod:`amazonia.export.publish` pu
 where servers poll only once it passed. It reads what ``saved_model_cli show --all``
 shows (tag-sets, signatures, input and output names, dtypes, shapes) and holds it
 against :data:`amazonia.export.contract.SIGNATURES`, the chip size being the Keras
-model's; then it runs both signatures on random input and on real test chips, compares
+model's; it makes sure no function needs XLA, which TF Serving leaves off on CPU; then it
+runs both signatures on random input and on real test chips, compares
 them with the Keras model (predicting with the export's ``evaluate.tta``) and with each
 other, replays TF Serving's warmup file through the signatures it names, and runs
 ``saved_model_cli run`` once, as an outside client would.
@@ -71,6 +72,8 @@ BYTES_TOLERANCE = 1e-5
 CLI_TOLERANCE = 1e-5
 CLI_TIMEOUT_S = 300
 _INIT_OP_SIGNATURE = "__saved_model_init_op"  # SavedModel bookkeeping, not a serving signature
+# The attribute of a function TensorFlow must compile with XLA (tf.function(jit_compile=True)).
+_XLA_MUST_COMPILE = "_XlaMustCompile"
 _OUTPUTS = sorted(SIGNATURES[SIGNATURE_FLOAT].outputs)
 
 Outputs = dict[str, np.ndarray]
@@ -147,6 +150,7 @@ def run_smoke_check(
     run("files", smoke.check_files)
     run("tag-sets", smoke.check_tag_sets)
     run("signatures", smoke.check_signature_names, needs=["tag-sets"])
+    run("no XLA", smoke.check_no_xla, needs=["tag-sets"])
     run("keras model", smoke.load_keras)
     for name in SIGNATURES:
         for side in ("inputs", "outputs"):
@@ -206,6 +210,18 @@ def describe_saved_model(saved_model_dir: Path | str) -> dict[str, dict]:
             if name != _INIT_OP_SIGNATURE
         }
     return described
+
+
+def xla_functions(saved_model_dir: Path | str) -> list[str]:
+    """The names of the functions in ``saved_model.pb`` that TensorFlow must compile with XLA."""
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((Path(saved_model_dir) / "saved_model.pb").read_bytes())
+    return sorted(
+        function.signature.name
+        for meta_graph in proto.meta_graphs
+        for function in meta_graph.graph_def.library.function
+        if function.attr[_XLA_MUST_COMPILE].b
+    )
 
 
 class _CheckFailed(Exception):
@@ -291,6 +307,20 @@ class _SmokeCheck:
                 f"expected signatures {', '.join(expected)}; found {', '.join(found) or 'none'}"
             )
         return ", ".join(found)
+
+    def check_no_xla(self) -> str:
+        # TF Serving runs with --xla_cpu_compilation_enabled=false unless told otherwise: it
+        # would load this model and fail each request that reaches such a function.
+        names = xla_functions(self.dir)
+        if names:
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            raise _CheckFailed(
+                f"{len(names)} function(s) must be compiled by XLA ({shown}), which TF Serving leaves off "
+                "on CPU (--xla_cpu_compilation_enabled=false): it would fail their first request. "
+                "Export what amazonia.model.network.for_inference makes of the model (depthwise grouped "
+                "convolutions as DepthwiseConv2D), or leave out the layers that need XLA"
+            )
+        return "no function needs XLA (TF Serving's --xla_cpu_compilation_enabled is off by default)"
 
     def check_signature(self, name: str, side: str) -> str:
         found_sig = self.signatures[SERVE_TAG].get(name)

@@ -92,17 +92,26 @@ def compile_model(model: keras.Model, learning_rate: float) -> keras.Model:
 
 
 def for_inference(model: keras.Model) -> keras.Model:
-    """``model`` computing in float32 throughout, whatever ``train.precision`` it was trained at.
+    """``model`` as evaluation, export and serving run it: float32 throughout, whatever
+    ``train.precision`` it was trained at, and no layer that needs XLA.
 
     Mixed precision speeds up training; evaluation, export and serving run in float32, so
     served answers equal the Keras model's to 1e-5 and run at full speed on CPUs without
-    16-bit arithmetic. The model is rebuilt from its config with every layer's policy (nested
-    backbones' included) set to float32, and the weights, float32 under every Keras policy,
-    are copied as they are. A float32 model is returned unchanged.
+    16-bit arithmetic. Keras runs a grouped convolution (ConvNeXt's depthwise ones) through
+    a function TensorFlow must compile with XLA, which TF Serving leaves off on CPU
+    (``--xla_cpu_compilation_enabled=false``): such a SavedModel fails its first request
+    there. One with one input channel per group is the same operation as a DepthwiseConv2D,
+    which TensorFlow runs natively; the clone has one in its place, same weights. The
+    model is rebuilt from its config with every layer's policy (nested backbones' included)
+    set to float32 and those layers swapped, and the weights, float32 under every Keras
+    policy, are copied as they are (a swapped kernel reshaped). A model with nothing to
+    change is returned unchanged.
     """
-    if all(layer.dtype_policy.name == "float32" for layer in architectures.all_layers(model)):
+    layers = list(architectures.all_layers(model))
+    to_swap = any(map(_is_depthwise_grouped, layers))
+    if not to_swap and all(layer.dtype_policy.name == "float32" for layer in layers):
         return model
-    config = _float32_config(model.get_config())
+    config = _inference_config(model.get_config())
     policy = keras.mixed_precision.global_policy()
     # Layers the config gives no dtype (a backbone's keras.ops) take the global policy.
     keras.mixed_precision.set_global_policy("float32")
@@ -110,22 +119,72 @@ def for_inference(model: keras.Model) -> keras.Model:
         clone = model.__class__.from_config(config)
     finally:
         keras.mixed_precision.set_global_policy(policy)
-    clone.set_weights(model.get_weights())
+    # The same layers in the same order: only a swapped kernel's shape differs, (h, w, 1,
+    # groups * m) -> (h, w, groups, m), output channel g * m + j in both.
+    clone.set_weights(
+        [
+            value.reshape(target.shape) if value.shape != tuple(target.shape) else value
+            for value, target in zip(model.get_weights(), clone.weights, strict=True)
+        ]
+    )
     return clone
 
 
-def _float32_config(node: object) -> object:
-    """A model config with every dtype policy, and every 16-bit input dtype, made float32."""
+def _is_depthwise_grouped(layer: keras.layers.Layer) -> bool:
+    """A grouped Conv2D with one input channel per group, channels last (kernel: h, w, 1, filters)."""
+    return (
+        isinstance(layer, keras.layers.Conv2D)
+        and layer.groups > 1
+        and layer.kernel.shape[2] == 1
+        and layer.data_format == "channels_last"
+    )
+
+
+def _inference_config(node: object) -> object:
+    """A model config with every dtype policy, and every 16-bit input dtype, made float32,
+    and every depthwise grouped Conv2D a DepthwiseConv2D."""
     if isinstance(node, dict):
         if node.get("class_name") == "DTypePolicy":
             return {**node, "config": {**node["config"], "name": "float32"}}
+        if node.get("class_name") == "Conv2D" and _depthwise_groups(node):
+            node = _as_depthwise(node)
         return {
-            key: "float32" if key == "dtype" and _is_half(value) else _float32_config(value)
+            key: "float32" if key == "dtype" and _is_half(value) else _inference_config(value)
             for key, value in node.items()
         }
     if isinstance(node, list):
-        return [_float32_config(value) for value in node]
+        return [_inference_config(value) for value in node]
     return node
+
+
+def _depthwise_groups(layer: dict) -> bool:
+    """Whether a Conv2D's config is grouped with one input channel per group (channels
+    last): a depthwise convolution. Others are left as they are; the smoke check names any
+    function left needing XLA."""
+    conv = layer["config"]
+    channels = layer.get("build_config", {}).get("input_shape", [None])[-1]
+    return conv.get("groups", 1) > 1 and channels == conv["groups"] and conv["data_format"] == "channels_last"
+
+
+def _as_depthwise(layer: dict) -> dict:
+    """A depthwise grouped Conv2D's config as the DepthwiseConv2D computing the same:
+    ``filters / groups`` outputs from each input channel."""
+    conv = layer["config"]
+    depthwise = {
+        key: conv[key]
+        for key in (
+            "name", "trainable", "dtype", "kernel_size", "strides", "padding", "data_format",
+            "dilation_rate", "activation", "use_bias", "bias_initializer", "bias_regularizer",
+            "activity_regularizer", "bias_constraint",
+        )
+    }  # fmt: skip
+    depthwise.update(
+        depth_multiplier=conv["filters"] // conv["groups"],
+        depthwise_initializer=conv["kernel_initializer"],
+        depthwise_regularizer=conv["kernel_regularizer"],
+        depthwise_constraint=conv["kernel_constraint"],
+    )
+    return {**layer, "class_name": "DepthwiseConv2D", "config": depthwise}
 
 
 def _is_half(dtype: object) -> bool:
