@@ -58,7 +58,7 @@ from amazonia.export.warmup import (
     write_warmup_requests,
 )
 from amazonia.model.names import INPUT_NAME
-from amazonia.model.network import build_model
+from amazonia.model.network import build_model, for_inference
 from stages import export as export_stage
 from stages import smoke_check as smoke_stage
 
@@ -443,6 +443,9 @@ def test_a_grouped_convolution_is_exported_without_xla_and_an_export_needing_xla
     chips = np.random.default_rng(0).random((2, SIZE, SIZE, 3), dtype=np.float32)
     for head in ("weather", "ground"):
         np.testing.assert_allclose(inference(chips)[head], model(chips)[head], atol=1e-6)
+    # Two input channels per group is no depthwise convolution: left as it is, for the check to name.
+    two_per_group = keras.Sequential([keras.Input((SIZE, SIZE, 4)), keras.layers.Conv2D(4, 3, groups=2)])
+    assert for_inference(two_per_group) is two_per_group
     warmup = warmup_from_split(inference, test_split)
     export_saved_model(inference, tmp_path / "depthwise" / "1", label_map(), THRESHOLDS, warmup=warmup)
     assert xla_functions(tmp_path / "depthwise" / "1") == []
@@ -457,8 +460,8 @@ def test_a_grouped_convolution_is_exported_without_xla_and_an_export_needing_xla
     assert failed["no XLA"] == (
         f"{len(needing_xla)} function(s) must be compiled by XLA ({', '.join(needing_xla[:3])}"
         f"{f' and {len(needing_xla) - 3} more' if len(needing_xla) > 3 else ''}), "
-        "which TF Serving leaves off on CPU (--xla_cpu_compilation_enabled=false): "
-        "it would fail their first request. "
+        "which TF Serving leaves off on CPU (--xla_cpu_compilation_enabled=false: such a model returns "
+        "a bad status on its first compilation request, TF Serving documents). "
         "Export what amazonia.model.network.for_inference makes of the model (depthwise grouped "
         "convolutions as DepthwiseConv2D), or leave out the layers that need XLA"
     )

@@ -309,14 +309,15 @@ class _SmokeCheck:
         return ", ".join(found)
 
     def check_no_xla(self) -> str:
-        # TF Serving runs with --xla_cpu_compilation_enabled=false unless told otherwise: it
-        # would load this model and fail each request that reaches such a function.
+        # TF Serving runs with --xla_cpu_compilation_enabled=false unless told otherwise; its
+        # flag's help says such a model returns a bad status on its first compilation request.
         names = xla_functions(self.dir)
         if names:
             shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
             raise _CheckFailed(
                 f"{len(names)} function(s) must be compiled by XLA ({shown}), which TF Serving leaves off "
-                "on CPU (--xla_cpu_compilation_enabled=false): it would fail their first request. "
+                "on CPU (--xla_cpu_compilation_enabled=false: such a model returns a bad status on its "
+                "first compilation request, TF Serving documents). "
                 "Export what amazonia.model.network.for_inference makes of the model (depthwise grouped "
                 "convolutions as DepthwiseConv2D), or leave out the layers that need XLA"
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from amazonia.data.vocabulary import LABELS_GROUND, LABELS_WEATHER
 from amazonia.model import architectures
@@ -119,15 +120,18 @@ def for_inference(model: keras.Model) -> keras.Model:
         clone = model.__class__.from_config(config)
     finally:
         keras.mixed_precision.set_global_policy(policy)
-    # The same layers in the same order: only a swapped kernel's shape differs, (h, w, 1,
-    # groups * m) -> (h, w, groups, m), output channel g * m + j in both.
-    clone.set_weights(
-        [
-            value.reshape(target.shape) if value.shape != tuple(target.shape) else value
-            for value, target in zip(model.get_weights(), clone.weights, strict=True)
-        ]
-    )
+    weights = zip(model.get_weights(), clone.weights, strict=True)
+    clone.set_weights([_depthwise_kernel(value, tuple(target.shape)) for value, target in weights])
     return clone
+
+
+def _depthwise_kernel(value: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``value`` for a weight of ``shape`` in the clone: itself, or a grouped kernel (h, w, 1,
+    groups * m) reshaped for the DepthwiseConv2D in its place (h, w, groups, m): output channel
+    g * m + j in both. Any other mismatch is left for set_weights to refuse."""
+    if len(shape) == 4 and value.shape != shape and value.shape == (*shape[:2], 1, shape[2] * shape[3]):
+        return value.reshape(shape)
+    return value
 
 
 def _is_depthwise_grouped(layer: keras.layers.Layer) -> bool:
@@ -163,7 +167,12 @@ def _depthwise_groups(layer: dict) -> bool:
     function left needing XLA."""
     conv = layer["config"]
     channels = layer.get("build_config", {}).get("input_shape", [None])[-1]
-    return conv.get("groups", 1) > 1 and channels == conv["groups"] and conv["data_format"] == "channels_last"
+    return (
+        conv.get("groups", 1) > 1
+        and channels == conv["groups"]
+        and conv["data_format"] == "channels_last"
+        and not conv.get("lora_rank")  # DepthwiseConv2D has no LoRA
+    )
 
 
 def _as_depthwise(layer: dict) -> dict:
