@@ -173,6 +173,22 @@ def tool_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def python_last_line(code: str, *args: object) -> str:
+    """Run ``code`` in a fresh interpreter of this virtualenv (``tool_env``, in the project
+    root) with ``args``; the last line it printed. Raises RuntimeError with its stderr's
+    tail if it fails."""
+    done = subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        cwd=PROJECT_ROOT,
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-2000:])
+    return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+
+
 def file_digests(root: Path) -> dict[str, str]:
     """SHA-256 of every file under ``root``, by path relative to it."""
     return {

@@ -14,21 +14,18 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 from amazonia.common.params import ARCHITECTURES, TrainParams
 from bench.common import (
-    PROJECT_ROOT,
     WORK_DIR,
     Settings,
     cpu_busy_percent,
     file_digests,
     machine_description,
     markdown_table,
+    python_last_line,
     save_results,
-    tool_env,
 )
 
 log = logging.getLogger(__name__)
@@ -73,20 +70,6 @@ print(json.dumps({"cpu_s": cpu_s, "stored_values": values, "parameters": model.c
 """
 
 
-def _python(code: str, *args: object) -> str:
-    """Run ``code`` in a fresh interpreter of this virtualenv; its last line of output."""
-    done = subprocess.run(
-        [sys.executable, "-c", code, *map(str, args)],
-        cwd=PROJECT_ROOT,
-        env=tool_env(),
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr[-2000:])
-    return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
-
-
 def folder_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
 
@@ -96,7 +79,8 @@ def export_twice(keras_file: Path, way: str, work: Path) -> dict:
     runs = []
     for attempt in (1, 2):
         out = work / f"{way.replace(' ', '-').replace('.', '-')}-{attempt}"
-        runs.append({**json.loads(_python(EXPORT, way, keras_file, out)), "digests": file_digests(out)})
+        exported = json.loads(python_last_line(EXPORT, way, keras_file, out))
+        runs.append({**exported, "digests": file_digests(out)})
     return {
         "way": way,
         "cpu_s": [r["cpu_s"] for r in runs],
@@ -121,7 +105,7 @@ def run(settings: Settings) -> str:
         work.mkdir(parents=True)
         keras_file = work / "model.keras"
         log.info("building %s", architecture)
-        _python(BUILD, architecture, IMAGE_SIZE, PRECISION, keras_file)
+        python_last_line(BUILD, architecture, IMAGE_SIZE, PRECISION, keras_file)
         for way in WAYS:
             log.info("exporting %s: %s", architecture, way)
             results["runs"].append({"architecture": architecture, **export_twice(keras_file, way, work)})

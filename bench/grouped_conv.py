@@ -14,19 +14,16 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import subprocess
-import sys
 
 from amazonia.common.params import TrainParams
 from bench.common import (
-    PROJECT_ROOT,
     WORK_DIR,
     Settings,
     cpu_busy_percent,
     machine_description,
     markdown_table,
+    python_last_line,
     save_results,
-    tool_env,
 )
 
 log = logging.getLogger(__name__)
@@ -77,20 +74,6 @@ print(json.dumps({"xla_functions": len(xla_functions(folder)), "timings": timing
 """
 
 
-def _python(code: str, *args: object) -> str:
-    """Run ``code`` in a fresh interpreter of this virtualenv; its last line of output."""
-    done = subprocess.run(
-        [sys.executable, "-c", code, *map(str, args)],
-        cwd=PROJECT_ROOT,
-        env=tool_env(),
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr[-2000:])
-    return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
-
-
 def run(settings: Settings) -> str:
     shutil.rmtree(SCRATCH, ignore_errors=True)
     results: dict = {
@@ -100,10 +83,10 @@ def run(settings: Settings) -> str:
         "runs": [],
     }
     log.info("exporting %s both ways", ARCHITECTURE)
-    _python(EXPORT, ARCHITECTURE, IMAGE_SIZE, SCRATCH)
+    python_last_line(EXPORT, ARCHITECTURE, IMAGE_SIZE, SCRATCH)
     for way, folder in zip(WAYS, ("grouped", "depthwise"), strict=True):
         log.info("serving %s", way)
-        served = json.loads(_python(SERVE, SCRATCH / folder, IMAGE_SIZE, *BATCHES))
+        served = json.loads(python_last_line(SERVE, SCRATCH / folder, IMAGE_SIZE, *BATCHES))
         results["runs"].append({"way": way, **served})
     save_results("grouped_conv", settings, results)
     shutil.rmtree(SCRATCH, ignore_errors=True)
