@@ -41,6 +41,7 @@ from amazonia.export.contract import (
     ASSETS_EXTRA,
     INPUT_BYTES,
     LABEL_MAP_ASSET,
+    SAVED_MODEL_PB,
     SERVE_TAG,
     SIGNATURE_BYTES,
     SIGNATURE_FLOAT,
@@ -195,8 +196,19 @@ def describe_saved_model(saved_model_dir: Path | str) -> dict[str, dict]:
     """What ``saved_model_cli show --all`` shows, as data read from ``saved_model.pb``:
     ``{tag-set: {signature: {"method", "inputs", "outputs"}}}``, each tensor as
     ``{"dtype", "shape"}`` (-1 for an unknown dimension, ``None`` for unknown rank)."""
-    proto = saved_model_pb2.SavedModel()
-    proto.ParseFromString((Path(saved_model_dir) / "saved_model.pb").read_bytes())
+    return _describe(_read_saved_model_pb(saved_model_dir))
+
+
+def xla_functions(saved_model_dir: Path | str) -> list[str]:
+    """The names of the functions in ``saved_model.pb`` that TensorFlow must compile with XLA."""
+    return _xla_functions(_read_saved_model_pb(saved_model_dir))
+
+
+def _read_saved_model_pb(saved_model_dir: Path | str) -> saved_model_pb2.SavedModel:
+    return saved_model_pb2.SavedModel.FromString((Path(saved_model_dir) / SAVED_MODEL_PB).read_bytes())
+
+
+def _describe(proto: saved_model_pb2.SavedModel) -> dict[str, dict]:
     described = {}
     for meta_graph in proto.meta_graphs:
         tag_set = ",".join(sorted(meta_graph.meta_info_def.tags))
@@ -212,10 +224,7 @@ def describe_saved_model(saved_model_dir: Path | str) -> dict[str, dict]:
     return described
 
 
-def xla_functions(saved_model_dir: Path | str) -> list[str]:
-    """The names of the functions in ``saved_model.pb`` that TensorFlow must compile with XLA."""
-    proto = saved_model_pb2.SavedModel()
-    proto.ParseFromString((Path(saved_model_dir) / "saved_model.pb").read_bytes())
+def _xla_functions(proto: saved_model_pb2.SavedModel) -> list[str]:
     return sorted(
         function.signature.name
         for meta_graph in proto.meta_graphs
@@ -265,6 +274,7 @@ class _SmokeCheck:
         self.seed = seed
         self.image_size = 0  # the Keras model's, once loaded
         self.random_input = np.zeros((0, 0, 0, 3), np.float32)
+        self.saved_model = saved_model_pb2.SavedModel()  # saved_model.pb, once read
         self.signatures: dict[str, dict] = {}
         self.max_abs_diff: dict[str, float] = {}
         self.outputs: dict[str, Outputs] = {}
@@ -279,7 +289,7 @@ class _SmokeCheck:
         if not self.dir.is_dir():
             raise _CheckFailed(f"{self.dir} is not a folder; run 'dvc repro export'")
         required = [
-            "saved_model.pb",
+            SAVED_MODEL_PB,
             "variables/variables.index",
             f"{ASSETS_EXTRA}/{LABEL_MAP_ASSET}",
             f"{ASSETS_EXTRA}/{THRESHOLDS_ASSET}",
@@ -291,10 +301,11 @@ class _SmokeCheck:
             raise _CheckFailed(
                 f"missing {', '.join(missing)} in {self.dir} (an incomplete export); rerun 'dvc repro export'"
             )
-        return f"saved_model.pb, variables/, {ASSETS_EXTRA}/{{{LABEL_MAP_ASSET},{THRESHOLDS_ASSET}}}"
+        return f"{SAVED_MODEL_PB}, variables/, {ASSETS_EXTRA}/{{{LABEL_MAP_ASSET},{THRESHOLDS_ASSET}}}"
 
     def check_tag_sets(self) -> str:
-        self.signatures = describe_saved_model(self.dir)
+        self.saved_model = _read_saved_model_pb(self.dir)
+        self.signatures = _describe(self.saved_model)
         tag_sets = sorted(self.signatures)
         if tag_sets != [SERVE_TAG]:
             raise _CheckFailed(f"expected tag-sets {SERVE_TAG}; found {'; '.join(tag_sets) or 'none'}")
@@ -311,7 +322,7 @@ class _SmokeCheck:
     def check_no_xla(self) -> str:
         # TF Serving runs with --xla_cpu_compilation_enabled=false unless told otherwise; its
         # flag's help says such a model returns a bad status on its first compilation request.
-        names = xla_functions(self.dir)
+        names = _xla_functions(self.saved_model)
         if names:
             shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
             raise _CheckFailed(

@@ -108,11 +108,10 @@ def for_inference(model: keras.Model) -> keras.Model:
     policy, are copied as they are (a swapped kernel reshaped). A model with nothing to
     change is returned unchanged.
     """
-    layers = list(architectures.all_layers(model))
-    to_swap = any(map(_is_depthwise_grouped, layers))
-    if not to_swap and all(layer.dtype_policy.name == "float32" for layer in layers):
+    trained = model.get_config()
+    config = _inference_config(trained)
+    if config == trained:
         return model
-    config = _inference_config(model.get_config())
     policy = keras.mixed_precision.global_policy()
     # Layers the config gives no dtype (a backbone's keras.ops) take the global policy.
     keras.mixed_precision.set_global_policy("float32")
@@ -132,16 +131,6 @@ def _depthwise_kernel(value: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if len(shape) == 4 and value.shape != shape and value.shape == (*shape[:2], 1, shape[2] * shape[3]):
         return value.reshape(shape)
     return value
-
-
-def _is_depthwise_grouped(layer: keras.layers.Layer) -> bool:
-    """A grouped Conv2D with one input channel per group, channels last (kernel: h, w, 1, filters)."""
-    return (
-        isinstance(layer, keras.layers.Conv2D)
-        and layer.groups > 1
-        and layer.kernel.shape[2] == 1
-        and layer.data_format == "channels_last"
-    )
 
 
 def _inference_config(node: object) -> object:
