@@ -1,12 +1,15 @@
 """ConvNeXt's depthwise convolutions as Keras builds them (grouped ``Conv2D``, run through a
-function XLA must compile) against the inference model's ``DepthwiseConv2D``
-(``amazonia.model.network.for_inference``), as a server runs the export.
+function XLA must compile) against ``DepthwiseConv2D`` (``amazonia.model.depthwise``), which the
+backbone is built with, trained and served.
 
-``python -m bench grouped_conv`` (a minute: not in the default set) builds ``convnext_tiny`` at
-128 px (``train.image_size``'s default), exports it both ways, and in a fresh process per export
-and run loads the SavedModel and calls ``serving_default``: the first call and the median of five
-more, per batch size. TF Serving on CPU runs with ``--xla_cpu_compilation_enabled=false``: there
-the grouped export does not answer at all; TensorFlow's Python runtime compiles it.
+``python -m bench grouped_conv`` (minutes: not in the default set) builds ConvNeXtTiny at 128 px
+(``train.image_size``'s default) as Keras builds it, and the same model with its depthwise
+convolutions swapped. Training: one process per way, ``mixed_bfloat16`` (``train.precision``'s
+default), every layer training, chips/s of the median of TRAIN_STEPS batches after one untimed.
+Serving: both exported, and in a fresh process per export the SavedModel loaded and
+``serving_default`` called: the first call and the median of five more, per batch size. TF
+Serving on CPU runs with ``--xla_cpu_compilation_enabled=false``: there the grouped export does
+not answer at all; TensorFlow's Python runtime compiles it.
 """
 
 from __future__ import annotations
@@ -31,24 +34,70 @@ log = logging.getLogger(__name__)
 ARCHITECTURE = "convnext_tiny"
 IMAGE_SIZE = TrainParams().image_size
 BATCHES = (1, 8, 32)
-WAYS = ("grouped Conv2D (Keras)", "DepthwiseConv2D (for_inference)")
+TRAIN_BATCH, TRAIN_STEPS = 16, 5
+WAYS = {"grouped": "grouped Conv2D (Keras)", "depthwise": "DepthwiseConv2D (amazonia)"}
 SCRATCH = WORK_DIR / "grouped_conv"
 
-EXPORT = """
+# The two models, the same weights: ConvNeXtTiny as Keras builds it, and with the swap.
+MODELS = """
 import sys
-from pathlib import Path
 import keras
+from amazonia.model.depthwise import with_depthwise_convolutions
+from amazonia.model.names import INPUT_NAME
+
+def convnext(size, way):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((size, size, 3), name=INPUT_NAME)
+    backbone = keras.applications.ConvNeXtTiny(include_top=False, weights=None, input_shape=(size, size, 3))
+    features = keras.layers.GlobalAveragePooling2D()(backbone(keras.layers.Rescaling(255.0)(inputs)))
+    heads = {
+        "weather": keras.layers.Dense(4, activation="softmax", name="weather", dtype="float32")(features),
+        "ground": keras.layers.Dense(13, activation="sigmoid", name="ground", dtype="float32")(features),
+    }
+    model = keras.Model(inputs, heads)
+    return model if way == "grouped" else with_depthwise_convolutions(model)
+"""
+
+EXPORT = (
+    MODELS
+    + """
+from pathlib import Path
 from amazonia.data.labels import label_map
 from amazonia.export.saved_model import export_saved_model
-from amazonia.model.network import build_model, for_inference
 
-size, work = int(sys.argv[2]), Path(sys.argv[3])
-keras.utils.set_random_seed(0)
-model = build_model(size, sys.argv[1])
+size, work = int(sys.argv[1]), Path(sys.argv[2])
 thresholds = {"ground": {label: 0.5 for label in label_map()["ground"]}}
-export_saved_model(model, work / "grouped", label_map(), thresholds)
-export_saved_model(for_inference(model), work / "depthwise", label_map(), thresholds)
+for way in ("grouped", "depthwise"):
+    export_saved_model(convnext(size, way), work / way, label_map(), thresholds)
 """
+)
+
+TRAIN = (
+    MODELS
+    + """
+import json, time
+import numpy as np
+from amazonia.model.distribute import set_precision
+from amazonia.model.network import compile_model
+
+way, size, batch, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+set_precision("mixed_bfloat16")
+model = compile_model(convnext(size, way), learning_rate=0.001)
+rng = np.random.default_rng(0)
+chips = rng.random((batch, size, size, 3), dtype=np.float32)
+labels = {"weather": np.eye(4, dtype=np.float32)[rng.integers(0, 4, batch)],
+          "ground": (rng.random((batch, 13)) < 0.3).astype(np.float32)}
+start = time.perf_counter()
+model.train_on_batch(chips, labels)
+first = time.perf_counter() - start
+timed = []
+for _ in range(steps):
+    start = time.perf_counter()
+    model.train_on_batch(chips, labels)
+    timed.append(time.perf_counter() - start)
+print(json.dumps({"first_step_s": first, "images_per_s": batch / sorted(timed)[len(timed) // 2]}))
+"""
+)
 
 SERVE = """
 import json, sys, time
@@ -82,12 +131,15 @@ def run(settings: Settings) -> str:
         "image_size": IMAGE_SIZE,
         "runs": [],
     }
+    for way, name in WAYS.items():
+        log.info("training %s", name)
+        trained = json.loads(python_last_line(TRAIN, way, IMAGE_SIZE, TRAIN_BATCH, TRAIN_STEPS))
+        results["runs"].append({"way": name, "train": trained})
     log.info("exporting %s both ways", ARCHITECTURE)
-    python_last_line(EXPORT, ARCHITECTURE, IMAGE_SIZE, SCRATCH)
-    for way, folder in zip(WAYS, ("grouped", "depthwise"), strict=True):
-        log.info("serving %s", way)
-        served = json.loads(python_last_line(SERVE, SCRATCH / folder, IMAGE_SIZE, *BATCHES))
-        results["runs"].append({"way": way, **served})
+    python_last_line(EXPORT, IMAGE_SIZE, SCRATCH)
+    for entry, way in zip(results["runs"], WAYS, strict=True):
+        log.info("serving %s", WAYS[way])
+        entry.update(json.loads(python_last_line(SERVE, SCRATCH / way, IMAGE_SIZE, *BATCHES)))
     save_results("grouped_conv", settings, results)
     shutil.rmtree(SCRATCH, ignore_errors=True)
     return format_report(results)
@@ -97,6 +149,7 @@ def format_report(results: dict) -> str:
     rows = [
         (
             r["way"],
+            f"{r['train']['images_per_s']:.1f} ({r['train']['first_step_s']:.1f} s)",
             r["xla_functions"],
             *(
                 f"{r['timings'][str(b)]['median_ms']:.0f} ({r['timings'][str(b)]['first_ms']:.0f})"
@@ -105,11 +158,15 @@ def format_report(results: dict) -> str:
         )
         for r in results["runs"]
     ]
-    headers = ["depthwise convolutions as", "functions XLA must compile"]
-    headers += [f"batch {b}: ms (first call)" for b in BATCHES]
+    headers = [
+        "depthwise convolutions as",
+        f"training, mixed_bfloat16, batch {TRAIN_BATCH}: chips/s (first step)",
+        "functions XLA must compile",
+    ]
+    headers += [f"serving_default, batch {b}: ms (first call)" for b in BATCHES]
     return "\n".join(
         [
-            f"## {results['architecture']} served: serving_default at {results['image_size']} px",
+            f"## {results['architecture']} at {results['image_size']} px, trained and served",
             "",
             markdown_table(headers, rows),
             "",

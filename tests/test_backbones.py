@@ -101,15 +101,24 @@ def test_a_missing_weights_file_is_one_line_naming_the_import_command(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("architecture", BACKBONES)
 def test_a_weights_file_in_keras_applications_format_loads_into_the_backbone(architecture, tmp_path):
-    from amazonia.model.architectures import backbone_of
+    import keras
+
+    from amazonia.model.architectures import all_layers, backbone_of
     from amazonia.model.network import build_model
 
     path = tmp_path / pretrained.WEIGHTS[architecture].name
     written = write_keras_weights(architecture, path, seed=3)
     model = build_model(SIZE, architecture, weights=path)
-    loaded = backbone_of(model).get_weights()
-    assert len(loaded) == len(written) and all(np.array_equal(a, b) for a, b in zip(loaded, written))
+    backbone = backbone_of(model)
+    loaded = backbone.get_weights()
+    assert len(loaded) == len(written)
+    assert all(np.array_equal(a, b.reshape(a.shape)) for a, b in zip(loaded, written))
     assert all(np.array_equal(a, b) for a, b in zip(read_keras_weights(path), written))
+    # Reshaped only where Keras's grouped Conv2D became a DepthwiseConv2D (ConvNeXt's 18).
+    reshaped = {w.path.split("/")[-2] for w, b in zip(backbone.weights, written) if w.shape != b.shape}
+    depthwise = {x.name for x in all_layers(backbone) if isinstance(x, keras.layers.DepthwiseConv2D)}
+    assert not [x for x in all_layers(backbone) if isinstance(x, keras.layers.Conv2D) and x.groups > 1]
+    assert reshaped <= depthwise and len(reshaped) == (18 if architecture == "convnext_tiny" else 0)
 
 
 @pytest.mark.slow

@@ -8,7 +8,9 @@ subtraction its weights were trained with. So training, evaluation, export and b
 signatures feed every architecture the same pixels.
 
 The backbone is one nested layer of the model (``include_top=False``, no pooling), its layers
-named as Keras names them, so a Keras Applications weights file loads into it as it is.
+named as Keras names them: a Keras Applications weights file loads into Keras's backbone as it
+is, which then has its depthwise grouped convolutions (ConvNeXt's) made ``DepthwiseConv2D``
+(:mod:`amazonia.model.depthwise`), the same operation without XLA.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import keras
+
+from amazonia.model.depthwise import with_depthwise_convolutions
 
 BACKBONES: dict[str, Callable[..., keras.Model]] = {
     "mobilenet_v3_small": keras.applications.MobileNetV3Small,
@@ -70,6 +74,9 @@ def backbone_features(
     backbone = BACKBONES[architecture](
         include_top=False, weights=None if weights is None else str(weights), input_shape=size
     )
+    # ConvNeXt's depthwise convolutions, as Keras builds them, need XLA: 4x slower to train
+    # on CPUs, and not servable by TF Serving on CPU. Its weights are loaded first.
+    backbone = with_depthwise_convolutions(backbone)
     if weights is None:
         for layer in backbone.layers:
             if isinstance(layer, keras.layers.BatchNormalization):

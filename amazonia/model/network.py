@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
-import numpy as np
 
 from amazonia.data.vocabulary import LABELS_GROUND, LABELS_WEATHER
 from amazonia.model import architectures
+from amazonia.model.depthwise import depthwise_config, rebuilt
 from amazonia.model.names import INPUT_NAME, OUTPUT_GROUND, OUTPUT_WEATHER
 
 # Keras's dtypes of 16-bit compute that a mixed-precision model's config names (nested
@@ -98,91 +98,39 @@ def for_inference(model: keras.Model) -> keras.Model:
 
     Mixed precision speeds up training; evaluation, export and serving run in float32, so
     served answers equal the Keras model's to 1e-5 and run at full speed on CPUs without
-    16-bit arithmetic. Keras runs a grouped convolution (ConvNeXt's depthwise ones) through
-    a function TensorFlow must compile with XLA, which TF Serving leaves off on CPU
-    (``--xla_cpu_compilation_enabled=false``): such a SavedModel fails its first request
-    there. One with one input channel per group is the same operation as a DepthwiseConv2D,
-    which TensorFlow runs natively; the clone has one in its place, same weights. The
-    model is rebuilt from its config with every layer's policy (nested backbones' included)
-    set to float32 and those layers swapped, and the weights, float32 under every Keras
-    policy, are copied as they are (a swapped kernel reshaped). A model with nothing to
-    change is returned unchanged.
+    16-bit arithmetic. A depthwise convolution written as Keras's grouped ``Conv2D`` needs
+    XLA, which TF Serving leaves off on CPU: it becomes a ``DepthwiseConv2D``
+    (:mod:`amazonia.model.depthwise`; the backbones train with those already, a model
+    trained before or built elsewhere may not). The model is rebuilt from its config with
+    every layer's policy (nested backbones' included) set to float32, and the weights,
+    float32 under every Keras policy, are copied. A model with nothing to change is
+    returned unchanged.
     """
     trained = model.get_config()
-    config = _inference_config(trained)
+    config = _float32_config(depthwise_config(trained))
     if config == trained:
         return model
     policy = keras.mixed_precision.global_policy()
     # Layers the config gives no dtype (a backbone's keras.ops) take the global policy.
     keras.mixed_precision.set_global_policy("float32")
     try:
-        clone = model.__class__.from_config(config)
+        return rebuilt(model, config)
     finally:
         keras.mixed_precision.set_global_policy(policy)
-    weights = zip(model.get_weights(), clone.weights, strict=True)
-    clone.set_weights([_depthwise_kernel(value, tuple(target.shape)) for value, target in weights])
-    return clone
 
 
-def _depthwise_kernel(value: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """``value`` for a weight of ``shape`` in the clone: itself, or a grouped kernel (h, w, 1,
-    groups * m) reshaped for the DepthwiseConv2D in its place (h, w, groups, m): output channel
-    g * m + j in both. Any other mismatch is left for set_weights to refuse."""
-    if len(shape) == 4 and value.shape != shape and value.shape == (*shape[:2], 1, shape[2] * shape[3]):
-        return value.reshape(shape)
-    return value
-
-
-def _inference_config(node: object) -> object:
-    """A model config with every dtype policy, and every 16-bit input dtype, made float32,
-    and every depthwise grouped Conv2D a DepthwiseConv2D."""
+def _float32_config(node: object) -> object:
+    """A model config with every dtype policy, and every 16-bit input dtype, made float32."""
     if isinstance(node, dict):
         if node.get("class_name") == "DTypePolicy":
             return {**node, "config": {**node["config"], "name": "float32"}}
-        if node.get("class_name") == "Conv2D" and _depthwise_groups(node):
-            node = _as_depthwise(node)
         return {
-            key: "float32" if key == "dtype" and _is_half(value) else _inference_config(value)
+            key: "float32" if key == "dtype" and _is_half(value) else _float32_config(value)
             for key, value in node.items()
         }
     if isinstance(node, list):
-        return [_inference_config(value) for value in node]
+        return [_float32_config(value) for value in node]
     return node
-
-
-def _depthwise_groups(layer: dict) -> bool:
-    """Whether a Conv2D's config is grouped with one input channel per group (channels
-    last): a depthwise convolution. Others are left as they are; the smoke check names any
-    function left needing XLA."""
-    conv = layer["config"]
-    channels = layer.get("build_config", {}).get("input_shape", [None])[-1]
-    return (
-        conv.get("groups", 1) > 1
-        and channels == conv["groups"]
-        and conv["data_format"] == "channels_last"
-        and not conv.get("lora_rank")  # DepthwiseConv2D has no LoRA
-    )
-
-
-def _as_depthwise(layer: dict) -> dict:
-    """A depthwise grouped Conv2D's config as the DepthwiseConv2D computing the same:
-    ``filters / groups`` outputs from each input channel."""
-    conv = layer["config"]
-    depthwise = {
-        key: conv[key]
-        for key in (
-            "name", "trainable", "dtype", "kernel_size", "strides", "padding", "data_format",
-            "dilation_rate", "activation", "use_bias", "bias_initializer", "bias_regularizer",
-            "activity_regularizer", "bias_constraint",
-        )
-    }  # fmt: skip
-    depthwise.update(
-        depth_multiplier=conv["filters"] // conv["groups"],
-        depthwise_initializer=conv["kernel_initializer"],
-        depthwise_regularizer=conv["kernel_regularizer"],
-        depthwise_constraint=conv["kernel_constraint"],
-    )
-    return {**layer, "class_name": "DepthwiseConv2D", "config": depthwise}
 
 
 def _is_half(dtype: object) -> bool:
