@@ -92,24 +92,30 @@ SLOW_FIXTURES = {"tiny_pipeline", "team_history", "exported", "server"}
 # ``make test`` hands whole files to its pytest-xdist workers in collection order
 # (``--dist loadfile --no-loadscope-reorder``): the longest first, so that no worker ends the
 # run alone on one of them; but right after the first (which builds the tiny pipeline), files
-# that need no pipeline, so that the other workers have work while it is built. Measured on
-# 2 cores; the files not named follow in name order.
+# that need no pipeline, so that the other workers have work while it is built. Files that
+# mostly wait on a server's timeouts go among the pipelines, whose training keeps both cores
+# busy, not last, where two of them would leave the cores idle. Measured on 2 cores; the
+# files not named (short, and busy) follow in name order.
 LONGEST_FIRST = (
     "test_backbones.py",
-    "test_rest_hostile.py",
     "test_export.py",
     "test_ingest_hardening.py",
+    "test_rest_hostile.py",
     "test_serving.py",
     "test_reload.py",
     "test_resume.py",
     "test_team.py",
     "test_publish.py",
+    "test_serving_batching.py",
     "test_pipeline.py",
     "test_bless.py",
+    "test_serving_limits.py",
     "test_workflow.py",
     "test_model_pipeline.py",
+    "test_client.py",
     "test_reruns.py",
     "test_distribute.py",
+    "test_model_config.py",
     "test_artifacts.py",
     "test_full_disk_and_leftovers.py",
     "test_report.py",
