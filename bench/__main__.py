@@ -24,8 +24,8 @@ BENCHMARKS: tuple[str, ...] = (
 # what decoder bombs cost TensorFlow (a minute), the threshold strategies on a trained
 # project (``BENCH_PROJECT``, default this checkout), the training speed of every
 # train.architecture (minutes), the export of every train.architecture against Keras's
-# model.export (minutes), ConvNeXt served with grouped against depthwise convolutions (a
-# minute), and model quality per configuration at Kaggle scale (``make bench-quality``, hours).
+# model.export (minutes), ConvNeXt trained and served with grouped against depthwise
+# convolutions (minutes), and model quality per configuration at Kaggle scale (``make bench-quality``, hours).
 ON_REQUEST: tuple[str, ...] = (
     "scale", "decoder_bombs", "thresholds", "architectures", "export", "grouped_conv", "quality",
 )  # fmt: skip

@@ -5,8 +5,8 @@ models/<export.model_name>/<export.version>/ only if it passed both.
 Checks what `saved_model_cli show --all` shows against the serving contract
 (amazonia.export.contract.SIGNATURES), runs both signatures on random input and on
 real test chips, compares them with models/model.keras (with evaluate.tta, as the
-export was made) and with each other, replays the warmup file, and runs
-`saved_model_cli run` once; metrics/smoke.json is written either way. Then the blessing
+export was made) and with each other, replays the warmup file, and once all of that
+passed runs `saved_model_cli run` once; metrics/smoke.json is written either way. Then the blessing
 gate (export.bless): the candidate's test F2 against the trivial baseline's
 (metrics/eval.json) and the published version's, scored now on the same chips;
 metrics/bless.json is written either way. A candidate that passed both is swapped into

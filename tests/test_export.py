@@ -57,6 +57,7 @@ from amazonia.export.warmup import (
     warmup_requests_path,
     write_warmup_requests,
 )
+from amazonia.model.distribute import set_precision
 from amazonia.model.names import INPUT_NAME
 from amazonia.model.network import build_model, for_inference
 from stages import export as export_stage
@@ -446,6 +447,16 @@ def test_a_grouped_convolution_is_exported_without_xla_and_an_export_needing_xla
     chips = np.random.default_rng(0).random((2, SIZE, SIZE, 3), dtype=np.float32)
     for head in ("weather", "ground"):
         np.testing.assert_allclose(inference(chips)[head], model(chips)[head], atol=1e-6)
+    # A model trained in mixed precision before the backbones were built depthwise: both
+    # rewrites in one rebuild.
+    try:
+        set_precision("mixed_bfloat16")
+        mixed = grouped_model(SIZE)
+    finally:
+        set_precision("float32")
+    swapped = for_inference(mixed)
+    assert isinstance(swapped.get_layer("grouped"), keras.layers.DepthwiseConv2D)
+    assert {layer.dtype_policy.name for layer in swapped.layers} == {"float32"}
     # Two input channels per group is no depthwise convolution: left as it is, for the check to name.
     two_per_group = keras.Sequential([keras.Input((SIZE, SIZE, 4)), keras.layers.Conv2D(4, 3, groups=2)])
     assert for_inference(two_per_group) is two_per_group

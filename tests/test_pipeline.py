@@ -4,6 +4,7 @@ import csv
 import json
 import subprocess
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import yaml
@@ -71,7 +72,7 @@ def test_changes_rerun_only_what_depends_on_them(pipeline_copy):
     assert_records_match_labels(project)
 
 
-def kaggle_download_of_links(download, chips, rendered=20):
+def kaggle_download_of_links(download: Path, chips: int, rendered: int = 20) -> None:
     """A download in Kaggle's layout of ``chips`` chips: ``rendered`` synthetic ones, and
     hard links to their files under the other names (rendering costs ~3 ms of CPU a chip)."""
     generate_dataset(download, rendered, seed=11, workers=1)

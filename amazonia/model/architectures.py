@@ -74,8 +74,9 @@ def backbone_features(
     backbone = BACKBONES[architecture](
         include_top=False, weights=None if weights is None else str(weights), input_shape=size
     )
-    # ConvNeXt's depthwise convolutions, as Keras builds them, need XLA: 4x slower to train
-    # on CPUs, and not servable by TF Serving on CPU. Its weights are loaded first.
+    # ConvNeXt's depthwise convolutions, as Keras builds them, need XLA: 4.6x slower to train
+    # on CPUs, and not servable by TF Serving on CPU. Swapped after the weights file is loaded:
+    # its kernels are shaped for Keras's grouped layers.
     backbone = with_depthwise_convolutions(backbone)
     if weights is None:
         for layer in backbone.layers:

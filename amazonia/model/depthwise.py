@@ -2,7 +2,7 @@
 
 TensorFlow has no grouped convolution kernel on CPU, so Keras's TensorFlow backend runs a
 grouped ``Conv2D`` through a function TensorFlow must compile with XLA: slow to train on CPUs
-(ConvNeXt-T, 128 px, mixed_bfloat16, 2 cores: 4.6 chips/s, against 20 as ``DepthwiseConv2D``;
+(ConvNeXt-T, 128 px, mixed_bfloat16, 2 cores: 4.4 chips/s, against 20.4 as ``DepthwiseConv2D``;
 keras-team/keras#20471), and a SavedModel TF Serving on CPU cannot run
 (``--xla_cpu_compilation_enabled=false`` by default). One with one input channel per group
 is the same operation as a ``DepthwiseConv2D`` with ``filters / groups`` outputs per channel,
@@ -31,8 +31,13 @@ def rebuilt(model: keras.Model, config: dict) -> keras.Model:
     """``model`` built again from ``config`` (its own, rewritten: same layers and weights in the
     same order), its weights copied, a grouped kernel reshaped for the ``DepthwiseConv2D`` in its place."""
     clone = model.__class__.from_config(config)
-    weights = zip(model.get_weights(), clone.weights, strict=True)
-    clone.set_weights([_depthwise_kernel(value, tuple(target.shape)) for value, target in weights])
+    pairs = list(zip(model.weights, clone.weights, strict=True))
+    # By position, as set_weights copies them: a config that built its layers in another
+    # order would swap same-shaped weights silently.
+    moved = [(ours.path, theirs.path) for ours, theirs in pairs if _owner(ours) != _owner(theirs)]
+    if moved:
+        raise ValueError(f"{model.name}: rebuilt weights are in another order: {moved[:3]}")
+    clone.set_weights([_depthwise_kernel(ours.numpy(), tuple(theirs.shape)) for ours, theirs in pairs])
     return clone
 
 
@@ -42,6 +47,14 @@ def with_depthwise_convolutions(model: keras.Model) -> keras.Model:
     config = model.get_config()
     depthwise = depthwise_config(config)
     return model if depthwise == config else rebuilt(model, depthwise)
+
+
+def _owner(weight: keras.Variable) -> str:
+    """The name of the layer a weight belongs to, the next to last part of its path: what
+    comes before depends on where a nested model was built, and some layers (ConvNeXt's
+    LayerScale) name their variables by a global counter."""
+    parts = weight.path.split("/")
+    return parts[-2] if len(parts) > 1 else ""
 
 
 def _depthwise_kernel(value: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
