@@ -103,7 +103,8 @@ def test_a_missing_weights_file_is_one_line_naming_the_import_command(tmp_path):
 def test_a_weights_file_in_keras_applications_format_loads_into_the_backbone(architecture, tmp_path):
     import keras
 
-    from amazonia.model.architectures import BACKBONES, all_layers, backbone_of
+    from amazonia.model import architectures
+    from amazonia.model.architectures import all_layers, backbone_of
     from amazonia.model.network import build_model
 
     path = tmp_path / pretrained.WEIGHTS[architecture].name
@@ -120,7 +121,9 @@ def test_a_weights_file_in_keras_applications_format_loads_into_the_backbone(arc
     assert not [x for x in all_layers(backbone) if isinstance(x, keras.layers.Conv2D) and x.groups > 1]
     assert reshaped <= depthwise and len(reshaped) == (18 if architecture == "convnext_tiny" else 0)
     # And it computes what Keras's own backbone computes from the file.
-    keras_own = BACKBONES[architecture](include_top=False, weights=str(path), input_shape=(SIZE, SIZE, 3))
+    keras_own = architectures.BACKBONES[architecture](
+        include_top=False, weights=str(path), input_shape=(SIZE, SIZE, 3)
+    )
     pixels = np.random.default_rng(0).random((2, SIZE, SIZE, 3), dtype=np.float32) * 255
     np.testing.assert_allclose(backbone(pixels), keras_own(pixels), rtol=1e-5, atol=1e-5)
 

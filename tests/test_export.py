@@ -57,6 +57,7 @@ from amazonia.export.warmup import (
     warmup_requests_path,
     write_warmup_requests,
 )
+from amazonia.model.depthwise import rebuilt
 from amazonia.model.distribute import set_precision
 from amazonia.model.names import INPUT_NAME
 from amazonia.model.network import build_model, for_inference
@@ -430,6 +431,19 @@ def grouped_model(image_size: int) -> keras.Model:
         "ground": keras.layers.Dense(13, activation="sigmoid", name="ground")(features),
     }
     return keras.Model(inputs, outputs)
+
+
+def test_a_rebuild_that_would_copy_weights_into_other_layers_is_refused():
+    layers = [keras.Input((4,)), keras.layers.Dense(4, name="a"), keras.layers.Dense(4, name="b")]
+    model = keras.Sequential(layers, name="two")
+    config = model.get_config()
+    config["layers"][1:] = config["layers"][:0:-1]  # b before a: the same shapes, another order
+    expected = (
+        "two: rebuilt weights are in another order: "
+        "[('two/a/kernel', 'b/kernel'), ('two/a/bias', 'b/bias'), ('two/b/kernel', 'a/kernel')]"
+    )
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        rebuilt(model, config)
 
 
 @pytest.mark.slow
